@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)  # no display needed; notebooks switch to inline themselves
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 __all__ = ["style", "new_figure", "figure_to_png"]
 

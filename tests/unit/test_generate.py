@@ -1,0 +1,328 @@
+"""lmlab.generate against hand computations, torch built-ins and the model run without a cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmlab.generate import (
+    KVCache,
+    apply_temperature,
+    attend_with_cache,
+    entropy,
+    generate,
+    generate_batch,
+    kv_cache_bytes,
+    left_pad,
+    perplexity,
+    sample_next,
+    time_generation,
+    top_k_filter,
+    top_p_filter,
+)
+from lmlab.transformer import GPT, GPTConfig
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def tiny_gpt(positions: str = "learned", block_size: int = 24, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=23, block_size=block_size, n_layer=2, n_head=2, n_embd=16,
+                       positions=positions)
+    return GPT(config).eval()
+
+
+def logits_strategy():
+    return st.tuples(st.integers(1, 4), st.integers(1, 30), st.integers(0, 2**31 - 1)).map(
+        lambda t: torch.randn(t[0], t[1], generator=torch.Generator().manual_seed(t[2])) * 3
+    )
+
+
+def hf_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Hugging Face's TopPLogitsWarper, rewritten: sort ascending, drop the tail whose mass
+    is at most 1 - p."""
+    sorted_logits, order = torch.sort(logits, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - p)
+    remove_sorted[..., -1:] = False
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, -math.inf)
+
+
+# --------------------------------------------------------------------------- temperature
+
+
+@given(logits_strategy(), st.floats(0.05, 20.0))
+@SETTINGS
+def test_temperature_matches_torch_softmax(logits, t):
+    torch.testing.assert_close(apply_temperature(logits, t), F.softmax(logits / t, dim=-1))
+
+
+def test_temperature_one_is_softmax_and_sharpens():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    torch.testing.assert_close(apply_temperature(logits, 1.0), logits.softmax(-1))
+    entropies = [float(entropy(logits / t)) for t in (0.1, 0.5, 1.0, 2.0, 10.0)]
+    assert entropies == sorted(entropies)  # hotter = flatter = more entropy
+    assert entropies[-1] < math.log(4) and entropies[0] > 0
+
+
+def test_temperature_is_stable_for_huge_logits():
+    probs = apply_temperature(torch.tensor([1000.0, 999.0, -1000.0]), 0.1)
+    assert torch.isfinite(probs).all()
+    torch.testing.assert_close(probs[0], torch.tensor(1 / (1 + math.exp(-10))))
+
+
+@pytest.mark.parametrize("t", [0, -1.0, float("nan")])
+def test_temperature_rejects_bad_values(t):
+    with pytest.raises(ValueError, match="temperature"):
+        apply_temperature(torch.zeros(3), t)
+
+
+def test_entropy_matches_torch_distributions():
+    logits = torch.randn(5, 11, generator=torch.Generator().manual_seed(1))
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(entropy(logits), expected)
+    assert entropy(torch.tensor([0.0, -math.inf, -math.inf])) == 0  # one token left: certain
+
+
+# --------------------------------------------------------------------------- top-k
+
+
+def test_top_k_by_hand():
+    logits = torch.tensor([0.1, 3.0, -2.0, 1.5, 0.7])
+    out = top_k_filter(logits, 2)
+    assert out.tolist() == [-math.inf, 3.0, -math.inf, 1.5, -math.inf]
+    assert torch.equal(top_k_filter(logits, 5), logits)
+    assert torch.equal(top_k_filter(logits, 99), logits)
+
+
+def test_top_k_keeps_exactly_k_on_ties_lower_id_first():
+    logits = torch.tensor([1.0, 2.0, 2.0, 2.0, 0.0])
+    out = top_k_filter(logits, 2)
+    assert out.tolist() == [-math.inf, 2.0, 2.0, -math.inf, -math.inf]
+
+
+@given(logits_strategy(), st.integers(1, 40))
+@SETTINGS
+def test_top_k_keeps_the_same_values_as_torch_topk(logits, k):
+    out = top_k_filter(logits, k)
+    kept = torch.isfinite(out)
+    assert (kept.sum(-1) == min(k, logits.shape[-1])).all()
+    assert torch.equal(out[kept], logits[kept])  # kept values untouched
+    expected = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values
+    got = out.masked_fill(~kept, -math.inf).sort(-1, descending=True).values[..., : expected.shape[-1]]
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_top_k_rejects_bad_k(k):
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        top_k_filter(torch.zeros(4), k)
+
+
+# --------------------------------------------------------------------------- top-p
+
+
+def test_top_p_keeps_the_token_that_crosses_the_threshold():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()[[2, 0, 3, 1]]  # shuffled: sort matters
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p)).tolist()  # noqa: E731
+    assert kept(0.45) == [False, True, False, False]  # 0.5 alone reaches 0.45
+    assert kept(0.79) == [False, True, False, True]  # 0.5 + 0.3 = 0.8 crosses 0.79
+    assert kept(0.81) == [True, True, False, True]  # needs the 0.15 too
+    assert kept(0.99) == [True, True, True, True]
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(1e-9) == [False, True, False, False]  # never empty
+
+
+@given(logits_strategy(), st.floats(0.01, 0.99))
+@SETTINGS
+def test_top_p_matches_hugging_face_rule(logits, p):
+    ours, theirs = top_p_filter(logits, p), hf_top_p(logits, p)
+    probs = logits.softmax(-1).sort(-1, descending=True).values
+    near_boundary = ((probs.cumsum(-1) - p).abs() < 1e-5).any()
+    if not near_boundary:  # at the boundary the two float sums may round differently
+        assert torch.equal(ours, theirs)
+    mass = logits.softmax(-1).masked_fill(~torch.isfinite(ours), 0).sum(-1)
+    assert (mass >= p - 1e-5).all()
+
+
+@pytest.mark.parametrize("p", [0, -0.1, 1.5])
+def test_top_p_rejects_bad_p(p):
+    with pytest.raises(ValueError, match="p must be in"):
+        top_p_filter(torch.zeros(4), p)
+
+
+# --------------------------------------------------------------------------- sample_next
+
+
+def test_sample_next_greedy_is_argmax():
+    logits = torch.randn(6, 17, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(sample_next(logits, temperature=0), logits.argmax(-1))
+    assert torch.equal(sample_next(logits, top_k=1, generator=torch.Generator().manual_seed(0)),
+                       logits.argmax(-1))
+    assert sample_next(logits[0], temperature=0).shape == ()
+
+
+def test_sample_next_frequencies_match_the_distribution():
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.1])
+    logits = probs.log().expand(20000, 4)
+    tokens = sample_next(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).double() / len(tokens)
+    sigma = (probs * (1 - probs) / len(tokens)).sqrt()
+    assert ((freq - probs).abs() < 4 * sigma).all(), freq
+
+
+def test_sample_next_temperature_and_filters_change_the_frequencies():
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.1])
+    logits = probs.log().expand(20000, 4)
+    g = torch.Generator().manual_seed(1)
+    hot = sample_next(logits, temperature=2.0, generator=g)
+    target = apply_temperature(probs.log(), 2.0)
+    freq = torch.bincount(hot, minlength=4).double() / len(hot)
+    assert ((freq - target).abs() < 4 * (target * (1 - target) / len(hot)).sqrt()).all()
+    topk = sample_next(logits, top_k=2, generator=g)
+    assert set(topk.unique().tolist()) == {0, 1}
+    assert abs(float((topk == 0).double().mean()) - 2 / 3) < 0.02  # renormalized 0.5 / 0.75
+    topp = sample_next(logits, top_p=0.8, generator=g)
+    assert set(topp.unique().tolist()) == {0, 1, 2}  # 0.5 + 0.25 < 0.8: 0.15 crosses
+
+
+def test_sample_next_is_repeatable_with_a_seeded_generator():
+    logits = torch.randn(8, 50, generator=torch.Generator().manual_seed(3))
+    a = sample_next(logits, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    b = sample_next(logits, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- KV cache
+
+
+def test_kv_cache_appends_on_the_time_axis_and_advances_after_the_last_layer():
+    cache = KVCache(n_layer=2, batch_size=3, n_head=2, max_len=10, head_dim=4)
+    g = torch.Generator().manual_seed(0)
+    k1, v1 = torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g)
+    k2, v2 = torch.randn(3, 2, 1, 4, generator=g), torch.randn(3, 2, 1, 4, generator=g)
+    cache.update(0, k1, v1)
+    assert cache.length == 0  # layer 1 has not been written yet
+    cache.update(1, k1, v1)
+    assert cache.length == 5
+    k_all, v_all = cache.update(0, k2, v2)
+    assert cache.length == 5  # a model reading it now still sees the old length
+    assert torch.equal(k_all, torch.cat([k1, k2], dim=2))
+    assert torch.equal(v_all, torch.cat([v1, v2], dim=2))
+    cache.update(1, k2, v2)
+    assert cache.length == 6
+    cache.reset()
+    assert cache.length == 0
+
+
+def test_kv_cache_errors_and_size():
+    cache = KVCache(1, 1, 2, 4, 3, dtype=torch.float16)
+    with pytest.raises(ValueError, match="at most max_len=4"):
+        cache.update(0, torch.zeros(1, 2, 5, 3), torch.zeros(1, 2, 5, 3))
+    with pytest.raises(ValueError, match=r"k has shape \(1, 3, 1, 3\)"):
+        cache.update(0, torch.zeros(1, 3, 1, 3), torch.zeros(1, 2, 1, 3))
+    with pytest.raises(ValueError, match="n_head must be a positive int"):
+        KVCache(1, 1, 0, 4, 3)
+    assert cache.nbytes == kv_cache_bytes(1, 1, 2, 4, 3, bytes_per_element=2) == 96
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(0, 6), st.integers(1, 5), st.integers(1, 8))
+@SETTINGS
+def test_attend_with_cache_equals_full_causal_attention(B, H, T_old, T_new, D):
+    g = torch.Generator().manual_seed(B * 1000 + H * 100 + T_old * 10 + T_new + D)
+    q, k, v = (torch.randn(B, H, T_old + T_new, D, generator=g) for _ in range(3))
+    out, k_all, v_all = attend_with_cache(
+        q[:, :, T_old:], k[:, :, :T_old], v[:, :, :T_old], k[:, :, T_old:], v[:, :, T_old:]
+    )
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, full[:, :, T_old:], rtol=1e-5, atol=1e-6)
+    assert torch.equal(k_all, k) and torch.equal(v_all, v)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_cached_forward_equals_full_forward(positions):
+    model = tiny_gpt(positions)
+    ids = torch.randint(0, 23, (2, 12), generator=torch.Generator().manual_seed(0))
+    full, _ = model(ids)
+    cache = KVCache.for_model(model, batch_size=2)
+    pieces = [model(ids[:, :7], kv_cache=cache)[0]]  # prefill
+    for t in range(7, 12):  # decode ticks
+        pieces.append(model(ids[:, t:t + 1], kv_cache=cache)[0])
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("new", [5, 60])  # 60 runs past block_size: the window restarts
+def test_greedy_is_identical_with_and_without_cache(positions, new):
+    model = tiny_gpt(positions)
+    ids = torch.randint(0, 23, (3, 6), generator=torch.Generator().manual_seed(1))
+    cached = generate(model, ids, new, temperature=0, use_cache=True)
+    plain = generate(model, ids, new, temperature=0, use_cache=False)
+    assert cached.shape == (3, 6 + new)
+    assert torch.equal(cached[:, :6], ids)
+    assert torch.equal(cached, plain)
+
+
+def test_sampling_with_a_seed_is_repeatable_and_cache_independent():
+    model = tiny_gpt()
+    kw = dict(temperature=0.8, top_k=10, top_p=0.9, seed=5)
+    a = generate(model, [1, 2, 3], 30, use_cache=True, **kw)
+    b = generate(model, [1, 2, 3], 30, use_cache=False, **kw)
+    c = generate(model, [1, 2, 3], 30, **{**kw, "seed": 6})
+    assert a.shape == (33,) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_batch_generation_with_left_padding_equals_one_by_one():
+    model = tiny_gpt()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11]]
+    batched = generate_batch(model, prompts, 15, temperature=0, pad_id=0)  # within block_size
+    for prompt, row in zip(prompts, batched):
+        assert row == generate(model, prompt, 15, temperature=0).tolist()
+    ids, mask = left_pad(prompts, pad_id=0)
+    assert ids.shape == mask.shape == (3, 7)
+    assert mask.sum(1).tolist() == [3, 7, 1] and mask[:, -1].all()
+
+
+def test_generate_rejects_bad_input():
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, [1], -1)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, [1], 2, top_p=0)
+    with pytest.raises(ValueError, match="ids must be"):
+        generate(model, [], 2)
+    with pytest.raises(TypeError, match="GPT-like"):
+        generate(torch.nn.Linear(2, 2), [1], 2)
+    assert generate(model, [4, 5], 0).tolist() == [4, 5]
+
+
+def test_perplexity_is_exp_of_the_model_loss():
+    model = tiny_gpt()
+    ids = torch.randint(0, 23, (25,), generator=torch.Generator().manual_seed(2))  # one window
+    with torch.no_grad():
+        _, loss = model(ids[None, :-1], ids[None, 1:])
+    assert perplexity(model, ids) == pytest.approx(math.exp(float(loss)), rel=1e-5)
+    # a model that knows nothing (all logits equal) is exactly as unsure as a uniform die
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    long = torch.randint(0, 23, (200,), generator=torch.Generator().manual_seed(3))
+    assert perplexity(model, long, batch_size=3) == pytest.approx(23, rel=1e-6)
+
+
+def test_perplexity_of_a_text_needs_a_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer"):
+        perplexity(tiny_gpt(), "hello")
+
+
+def test_time_generation_reports_each_tick():
+    timing = time_generation(tiny_gpt(), prompt_len=8, new_tokens=5, batch_size=2)
+    assert len(timing.decode) == 4 and timing.prefill > 0 and timing.tokens_per_second > 0

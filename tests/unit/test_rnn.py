@@ -1,0 +1,320 @@
+"""lmlab.rnn against torch.nn: same weights in, same outputs and gradients out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmlab import rnn
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=1e-5, atol=1e-5)
+
+
+def _grads(loss, tensors):
+    return torch.autograd.grad(loss, tensors, allow_unused=False)
+
+
+def _loss(out, h, c=None):
+    # weights every output differently, so a permuted or shifted output cannot pass
+    w = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)
+    loss = (out * w).sum() + (h**2).sum()
+    return loss if c is None else loss + (c**3).sum()
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def test_rnn_cell_matches_torch_with_same_seed_and_gradients():
+    torch.manual_seed(0)
+    ref = torch.nn.RNNCell(5, 4).double()
+    torch.manual_seed(0)
+    ours = rnn.RNNCell(5, 4).double()
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)  # same init, same order
+    x = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
+    h = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
+    a, b = ref(x, h), ours(x, h)
+    torch.testing.assert_close(b, a, **F64)
+    ga = _grads((a * a.detach().exp()).sum(), [x, h, *ref.parameters()])
+    gb = _grads((b * b.detach().exp()).sum(), [x, h, *ours.parameters()])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(v, u, **F64)
+    torch.testing.assert_close(ours(x), ref(x), **F64)  # default zero state
+
+
+def test_lstm_cell_matches_torch_forward_gradients_and_state_dict_both_ways():
+    torch.manual_seed(1)
+    ref = torch.nn.LSTMCell(6, 5).double()
+    ours = rnn.LSTMCell(6, 5).double()
+    ours.load_state_dict(ref.state_dict())
+    assert ours.weight_ih.shape == (20, 6) and ours.weight_hh.shape == (20, 5)
+    x = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
+    h = torch.randn(4, 5, dtype=torch.double, requires_grad=True)
+    c = torch.randn(4, 5, dtype=torch.double, requires_grad=True)
+    (h1, c1), (h2, c2) = ref(x, (h, c)), ours(x, (h, c))
+    torch.testing.assert_close(h2, h1, **F64)
+    torch.testing.assert_close(c2, c1, **F64)
+    ga = _grads(_loss(h1, h1, c1), [x, h, c, *ref.parameters()])
+    gb = _grads(_loss(h2, h2, c2), [x, h, c, *ours.parameters()])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(v, u, **F64)
+    back = torch.nn.LSTMCell(6, 5).double()
+    back.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(back(x)[0], ours(x)[0], **F64)
+
+
+def test_lstm_gates_are_named_in_torch_order_and_rebuild_the_state():
+    torch.manual_seed(2)
+    cell = rnn.LSTMCell(3, 4).double()
+    x, h, c = (torch.randn(2, n, dtype=torch.double) for n in (3, 4, 4))
+    gates = cell.gates(x, (h, c))
+    pre = x @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+    rows = pre.split(4, dim=1)  # i, f, g, o blocks of 4 rows each
+    torch.testing.assert_close(gates.i, torch.sigmoid(rows[0]), **F64)
+    torch.testing.assert_close(gates.f, torch.sigmoid(rows[1]), **F64)
+    torch.testing.assert_close(gates.g, torch.tanh(rows[2]), **F64)
+    torch.testing.assert_close(gates.o, torch.sigmoid(rows[3]), **F64)
+    h1, c1 = cell(x, (h, c))
+    torch.testing.assert_close(c1, gates.f * c + gates.i * gates.g, **F64)
+    torch.testing.assert_close(h1, gates.o * torch.tanh(c1), **F64)
+    assert gates._fields == ("i", "f", "g", "o")
+
+
+def test_cells_without_bias_match_torch():
+    torch.manual_seed(3)
+    ref, ours = torch.nn.LSTMCell(3, 2, bias=False), rnn.LSTMCell(3, 2, bias=False)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0], **F32)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _torch_lstm_and_ours(I, H, L, *, bias=True, batch_first=True, dtype=torch.double, seed=0):
+    torch.manual_seed(seed)
+    ref = torch.nn.LSTM(I, H, L, bias=bias, batch_first=batch_first).to(dtype)
+    ours = rnn.LSTM(I, H, L, bias=bias, batch_first=batch_first).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _compare_lstm(ref, ours, x, state, tol):
+    x = x.clone().requires_grad_(True)
+    leaves = [x]
+    if state is not None:
+        state = tuple(s.clone().requires_grad_(True) for s in state)
+        leaves += list(state)
+    results = []
+    for module in (ref, ours):
+        out, (h, c) = module(x, state)
+        grads = _grads(_loss(out, h, c), leaves + list(module.parameters()))
+        results.append([out, h, c, *grads])
+    for u, v in zip(*results):
+        torch.testing.assert_close(v, u, **tol)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_matches_torch_forward_and_gradients(layers, batch_first):
+    ref, ours = _torch_lstm_and_ours(4, 3, layers, batch_first=batch_first)
+    shape = (2, 7, 4) if batch_first else (7, 2, 4)
+    x = torch.randn(shape, dtype=torch.double)
+    state = (torch.randn(layers, 2, 3, dtype=torch.double), torch.randn(layers, 2, 3, dtype=torch.double))
+    _compare_lstm(ref, ours, x, state, F64)
+    _compare_lstm(ref, ours, x, None, F64)
+
+
+def test_lstm_float32_at_benchmark_width_within_1e5():
+    ref, ours = _torch_lstm_and_ours(32, 64, 2, dtype=torch.float32, seed=4)
+    _compare_lstm(ref, ours, torch.randn(8, 30, 32), None, F32)
+
+
+def test_lstm_without_bias_and_state_dict_back_to_torch():
+    ref, ours = _torch_lstm_and_ours(3, 5, 2, bias=False)
+    _compare_lstm(ref, ours, torch.randn(3, 4, 3, dtype=torch.double), None, F64)
+    back = torch.nn.LSTM(3, 5, 2, bias=False, batch_first=True).double()
+    back.load_state_dict(ours.state_dict())
+    assert [n for n, _ in back.named_parameters()] == [n for n, _ in ours.named_parameters()]
+
+
+def test_same_seed_gives_torchs_initial_weights():
+    torch.manual_seed(5)
+    ref = torch.nn.LSTM(3, 4, 2)
+    torch.manual_seed(5)
+    ours = rnn.LSTM(3, 4, 2)
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 4), T=st.integers(1, 6), I=st.integers(1, 5), H=st.integers(1, 5),
+    L=st.integers(1, 2), seed=st.integers(0, 2**16), with_state=st.booleans(),
+)
+def test_lstm_property_any_shape_matches_torch(B, T, I, H, L, seed, with_state):
+    ref, ours = _torch_lstm_and_ours(I, H, L, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, I, generator=g, dtype=torch.double) * 2
+    state = None
+    if with_state:
+        state = tuple(torch.randn(L, B, H, generator=g, dtype=torch.double) for _ in range(2))
+    _compare_lstm(ref, ours, x, state, F64)
+
+
+@settings(max_examples=20, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 6), I=st.integers(1, 4), H=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_readable_lstm_forward_equals_the_hand_written_bptt(B, T, I, H, seed):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=torch.double)  # noqa: E731
+    inputs = [make(B, T, I), make(B, H), make(B, H), make(4 * H, I), make(4 * H, H), make(4 * H), make(4 * H)]
+    results = []
+    for fn in (rnn.lstm_forward, rnn.lstm_layer):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        out, (h, c) = fn(leaves[0], leaves[1], leaves[2], leaves[3:])
+        results.append([out, h, c, *_grads(_loss(out, h, c), leaves)])
+    for u, v in zip(*results):
+        torch.testing.assert_close(v, u, **F64)
+
+
+def test_lstm_forward_equals_stepping_the_cell():
+    torch.manual_seed(6)
+    cell = rnn.LSTMCell(3, 4)
+    xs = torch.randn(2, 5, 3)
+    h = c = torch.zeros(2, 4)
+    steps = []
+    for t in range(5):
+        h, c = cell(xs[:, t], (h, c))
+        steps.append(h)
+    out, (hT, cT) = rnn.lstm_forward(xs, torch.zeros(2, 4), torch.zeros(2, 4), list(cell.parameters()))
+    torch.testing.assert_close(out, torch.stack(steps, 1))
+    torch.testing.assert_close((hT, cT), (h, c))
+
+
+def test_lstm_layer_with_zero_steps_returns_the_initial_state():
+    h0, c0 = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3, requires_grad=True)
+    params = [torch.randn(12, 4), torch.randn(12, 3), None, None]
+    out, (h, c) = rnn.lstm_layer(torch.randn(2, 0, 4), h0, c0, params)
+    assert out.shape == (2, 0, 3)
+    torch.testing.assert_close((h, c), (h0, c0))
+    gh, gc = torch.autograd.grad((h * 2).sum() + (c * 3).sum(), [h0, c0])
+    torch.testing.assert_close(gh, torch.full_like(gh, 2.0))
+    torch.testing.assert_close(gc, torch.full_like(gc, 3.0))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_rnn_matches_torch(layers):
+    torch.manual_seed(7)
+    ref = torch.nn.RNN(3, 4, layers, batch_first=True).double()
+    ours = rnn.RNN(3, 4, layers).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 6, 3, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(layers, 2, 4, dtype=torch.double, requires_grad=True)
+    results = []
+    for module in (ref, ours):
+        out, h = module(x, h0)
+        results.append([out, h, *_grads(_loss(out, h), [x, h0, *module.parameters()])])
+    for u, v in zip(*results):
+        torch.testing.assert_close(v, u, **F64)
+
+
+# --------------------------------------------------------------------------- clipping
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=4),
+    scale=st.floats(1e-3, 1e3), max_norm=st.floats(0.01, 10.0), seed=st.integers(0, 2**16),
+)
+def test_clip_grad_norm_matches_torch(shapes, scale, max_norm, seed):
+    g = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(s, generator=g, dtype=torch.double) * scale for s in shapes]
+    params = [torch.zeros(s, dtype=torch.double, requires_grad=True) for s in shapes]
+    for p, gr in zip(params, grads):
+        p.grad = gr.clone()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    ours = rnn.clip_grad_norm(grads, max_norm)
+    for p, o in zip(params, ours):
+        torch.testing.assert_close(o, p.grad, rtol=1e-12, atol=1e-15)
+    total = torch.sqrt(sum((o**2).sum() for o in ours))
+    assert total <= max_norm * (1 + 1e-9) or torch.allclose(torch.cat([o.flatten() for o in ours]),
+                                                          torch.cat([gr.flatten() for gr in grads]))
+
+
+def test_clip_grad_norm_keeps_direction_and_leaves_small_gradients_alone():
+    grads = [torch.tensor([3.0, 0.0]), torch.tensor([[4.0]])]  # global norm 5
+    clipped = rnn.clip_grad_norm(grads, 1.0)
+    torch.testing.assert_close(clipped[0], torch.tensor([0.6, 0.0]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(clipped[1], torch.tensor([[0.8]]), rtol=1e-5, atol=1e-6)
+    same = rnn.clip_grad_norm(grads, 10.0)
+    assert all(torch.equal(a, b) for a, b in zip(same, grads))
+    assert rnn.clip_grad_norm([torch.zeros(3)], 1.0)[0].eq(0).all()
+    assert rnn.clip_grad_norm([], 1.0) == []
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def test_gradient_norms_through_time_shape_and_vanishing_in_a_plain_rnn():
+    torch.manual_seed(8)
+    model = rnn.RNN(4, 16)
+    x = torch.randn(8, 40, 4)
+    norms = rnn.gradient_norms_through_time(model, x)
+    assert norms.shape == (40,)
+    assert norms[-1] > 0 and norms[0] < 1e-3 * norms[-1]  # 40 steps back: almost nothing left
+    # entry t is the batch-mean norm of ∂ sum(h_T) / ∂ x_t
+    xr = x.clone().requires_grad_(True)
+    out, _ = model(xr)
+    (g,) = torch.autograd.grad(out[:, -1].sum(), xr)
+    torch.testing.assert_close(norms, g.norm(dim=-1).mean(0))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_raise_clear_errors():
+    lstm = rnn.LSTM(4, 3, 2)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 5, 6\).*input_size=4"):
+        lstm(torch.randn(2, 5, 6))
+    with pytest.raises(ValueError, match=r"unsqueeze\(0\)"):
+        lstm(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"h0 has shape \(1, 2, 3\), expected \(L, B, H\) = \(2, 2, 3\)"):
+        lstm(torch.randn(2, 5, 4), (torch.zeros(1, 2, 3), torch.zeros(2, 2, 3)))
+    with pytest.raises(ValueError, match=r"c0 has shape"):
+        lstm(torch.randn(2, 5, 4), (torch.zeros(2, 2, 3), torch.zeros(2, 2, 4)))
+    with pytest.raises(ValueError, match="batch_first=False"):  # x given time first (T=5, B=2)
+        lstm(torch.randn(5, 2, 4), (torch.zeros(2, 2, 3), torch.zeros(2, 2, 3)))
+    with pytest.raises(ValueError, match="batch_first=True"):
+        rnn.LSTM(4, 3, 2, batch_first=False)(torch.randn(2, 5, 4), (torch.zeros(2, 2, 3), torch.zeros(2, 2, 3)))
+    with pytest.raises(TypeError, match=r"state must be a tuple \(h0, c0\)"):
+        lstm(torch.randn(2, 5, 4), torch.zeros(2, 2, 3))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        lstm([[1.0]])
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        rnn.LSTM(4, 0)
+
+
+def test_bad_cell_inputs_raise_clear_errors():
+    cell = rnn.LSTMCell(4, 3)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 5\), expected \(B, 4\)"):
+        cell(torch.randn(2, 5))
+    with pytest.raises(ValueError, match=r"h has shape \(2, 4\), expected \(B, H\) = \(2, 3\)"):
+        cell(torch.randn(2, 4), (torch.zeros(2, 4), torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match=r"c has shape \(3, 3\)"):
+        cell(torch.randn(2, 4), (torch.zeros(2, 3), torch.zeros(3, 3)))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        rnn.lstm_cell(torch.randn(1, 2), torch.randn(1, 3), torch.randn(1, 3), torch.randn(6, 2), torch.randn(6, 3))
+    with pytest.raises(ValueError, match=r"weight_hh has shape \(12, 4\)"):
+        rnn.lstm_cell(torch.randn(1, 2), torch.randn(1, 3), torch.randn(1, 3), torch.randn(12, 2), torch.randn(12, 4))
+    with pytest.raises(ValueError, match="params must be"):
+        rnn.lstm_forward(torch.randn(1, 2, 2), torch.zeros(1, 3), torch.zeros(1, 3), [torch.randn(12, 2)])
+    with pytest.raises(ValueError, match=r"xs has shape \(2, 2\), expected \(B, T, I\)"):
+        rnn.lstm_forward(torch.randn(2, 2), torch.zeros(2, 3), torch.zeros(2, 3), [torch.randn(12, 2), torch.randn(12, 3)])
+    with pytest.raises(ValueError, match="max_norm must be a positive number"):
+        rnn.clip_grad_norm([torch.ones(2)], 0)
+    with pytest.raises(TypeError, match=r"grads\[1\] must be a torch.Tensor"):
+        rnn.clip_grad_norm([torch.ones(2), 3.0], 1.0)

@@ -1,0 +1,388 @@
+"""lmlab.transformer against torch built-ins, hand derivations and its own invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lmlab.transformer import (
+    GPT,
+    GPT2_CONFIGS,
+    Block,
+    FeedForward,
+    GPTConfig,
+    LayerNorm,
+    count_parameters,
+    feed_forward,
+    flops_per_token,
+    layer_norm,
+    param_breakdown,
+    param_count,
+    sinusoidal_positions,
+)
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+def tiny(**overrides) -> GPTConfig:
+    fields = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=8)
+    fields.update(overrides)
+    return GPTConfig(**fields)
+
+
+# --------------------------------------------------------------------------- LayerNorm
+
+
+@FAST
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    C=st.integers(1, 33),
+    scale=st.floats(1e-2, 1e2),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_norm_matches_torch(shape, C, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, C, generator=g) * scale
+    ours, peer = LayerNorm(C), nn.LayerNorm(C)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.copy_(torch.randn(C, generator=g))
+        peer.weight.copy_(ours.weight)
+        peer.bias.copy_(ours.bias)
+    torch.testing.assert_close(ours(x), peer(x), rtol=1e-6, atol=1e-6)
+    x64 = x.double() + 3.0  # an offset much larger than the spread: cancellation in float32
+    torch.testing.assert_close(ours.double()(x64), peer.double()(x64), rtol=0, atol=1e-12)
+
+
+def test_layer_norm_without_bias_and_functional():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 10, dtype=torch.float64)
+    w = torch.randn(10, dtype=torch.float64)
+    ln = LayerNorm(10, bias=False).double()
+    assert ln.bias is None and count_parameters(ln) == 10
+    with torch.no_grad():
+        ln.weight.copy_(w)
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (10,), w, None), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        layer_norm(x, w, None, eps=1e-3), F.layer_norm(x, (10,), w, None, eps=1e-3), rtol=0, atol=1e-12
+    )
+
+
+def test_layer_norm_output_has_zero_mean_unit_biased_variance():
+    x = torch.randn(5, 64, dtype=torch.float64) * 7 + 2
+    y = layer_norm(x, None, None, eps=0.0)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_layer_norm_rejects_wrong_width():
+    with pytest.raises(ValueError, match="last dimension"):
+        LayerNorm(8)(torch.randn(2, 7))
+
+
+# --------------------------------------------------------------------------- feed-forward
+
+
+@FAST
+@given(C=st.integers(1, 16), T=st.integers(1, 6), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_feed_forward_matches_torch_sequential(C, T, bias, seed):
+    torch.manual_seed(seed)
+    ff = FeedForward(C, bias=bias).double()
+    peer = nn.Sequential(ff.c_fc, nn.GELU(), ff.c_proj)
+    x = torch.randn(2, T, C, dtype=torch.float64)
+    torch.testing.assert_close(ff(x), peer(x), rtol=0, atol=1e-12)
+
+
+def test_feed_forward_functional_matches_module_and_hand_formula():
+    torch.manual_seed(1)
+    ff = FeedForward(6).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    W1, b1 = ff.c_fc.weight.T, ff.c_fc.bias
+    W2, b2 = ff.c_proj.weight.T, ff.c_proj.bias
+    h = x @ W1 + b1
+    by_hand = (0.5 * h * (1 + torch.erf(h / math.sqrt(2)))) @ W2 + b2  # GELU(h) = h·Φ(h)
+    torch.testing.assert_close(feed_forward(x, W1, b1, W2, b2), ff(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ff(x), by_hand, rtol=0, atol=1e-12)
+    assert ff.c_fc.out_features == 24  # 4·C hidden units
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def test_sinusoidal_positions_by_hand():
+    pe = sinusoidal_positions(50, 6).double()
+    assert pe.shape == (50, 6)
+    for p in (0, 1, 7, 49):
+        for i in range(3):
+            angle = p / 10000 ** (2 * i / 6)
+            assert pe[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_sinusoidal_positions_odd_width_and_relative_shift():
+    pe = sinusoidal_positions(20, 7)
+    assert pe.shape == (20, 7)
+    assert torch.all(pe[0, 0::2] == 0) and torch.all(pe[0, 1::2] == 1)
+    # the dot product of two positions depends only on their distance
+    d = sinusoidal_positions(40, 16).double()
+    torch.testing.assert_close(d[3] @ d[8], d[20] @ d[25], rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- block
+
+
+def _torch_encoder_layer(block: Block, C: int, H: int, norm_first: bool) -> nn.TransformerEncoderLayer:
+    peer = nn.TransformerEncoderLayer(
+        C, H, dim_feedforward=4 * C, dropout=0.0, activation="gelu", batch_first=True,
+        norm_first=norm_first,
+    ).double()
+    with torch.no_grad():
+        peer.self_attn.in_proj_weight.copy_(block.attn.c_attn.weight)
+        peer.self_attn.in_proj_bias.copy_(block.attn.c_attn.bias)
+        peer.self_attn.out_proj.weight.copy_(block.attn.c_proj.weight)
+        peer.self_attn.out_proj.bias.copy_(block.attn.c_proj.bias)
+        peer.linear1.weight.copy_(block.mlp.c_fc.weight)
+        peer.linear1.bias.copy_(block.mlp.c_fc.bias)
+        peer.linear2.weight.copy_(block.mlp.c_proj.weight)
+        peer.linear2.bias.copy_(block.mlp.c_proj.bias)
+        for ours, theirs in ((block.ln_1, peer.norm1), (block.ln_2, peer.norm2)):
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    return peer.eval()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("C,H,T", [(8, 2, 5), (12, 3, 9), (16, 1, 1)])
+def test_block_matches_torch_transformer_encoder_layer(norm_first, C, H, T):
+    torch.manual_seed(C * T)
+    block = Block(tiny(n_embd=C, n_head=H, norm_first=norm_first)).double()
+    for p in block.parameters():  # move away from the ones/zeros init of the norms
+        nn.init.normal_(p, std=0.3)
+    peer = _torch_encoder_layer(block, C, H, norm_first)
+    x = torch.randn(3, T, C, dtype=torch.float64)
+    causal = nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64)
+    torch.testing.assert_close(block(x), peer(x, src_mask=causal, is_causal=True), rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- GPT
+
+
+@FAST
+@given(
+    vocab=st.integers(1, 40), block=st.integers(1, 20), layers=st.integers(1, 3),
+    heads=st.integers(1, 3), head_size=st.integers(1, 4), bias=st.booleans(), tie=st.booleans(),
+    positions=st.sampled_from(["learned", "sinusoidal"]),
+)
+def test_param_count_equals_built_model(vocab, block, layers, heads, head_size, bias, tie, positions):
+    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=layers, n_head=heads,
+                       n_embd=heads * head_size, bias=bias, tie_weights=tie, positions=positions)
+    with torch.device("meta"):
+        model = GPT(config)
+    assert param_count(config) == count_parameters(model)
+    assert param_count(config) == sum(param_breakdown(config).values())
+
+
+def test_gpt2_sizes_on_the_meta_device():
+    # GPT-2 small/medium/large/XL: 124M, 355M, 774M, 1.56B with tied embeddings
+    expected = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168,
+                "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
+    for name, config in GPT2_CONFIGS.items():
+        with torch.device("meta"):
+            model = GPT(config)
+        assert count_parameters(model) == param_count(config) == expected[name], name
+
+
+def test_weight_tying_shares_one_matrix():
+    model = GPT(tiny())
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = GPT(tiny(tie_weights=False))
+    assert count_parameters(untied) - count_parameters(model) == 23 * 8
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_forward_shapes_loss_and_ignore_index(positions):
+    torch.manual_seed(0)
+    model = GPT(tiny(positions=positions))
+    idx = torch.randint(0, 23, (3, 7))
+    targets = torch.randint(0, 23, (3, 7))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 7, 23)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 23), targets.reshape(-1)))
+    assert model(idx)[1] is None
+    targets[:, :3] = -1
+    _, masked = model(idx, targets)
+    torch.testing.assert_close(masked, F.cross_entropy(logits[:, 3:].reshape(-1, 23), targets[:, 3:].reshape(-1)))
+    masked.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_initial_loss_is_about_log_vocab():
+    torch.manual_seed(0)
+    model = GPT(tiny(vocab_size=100))
+    _, loss = model(torch.randint(0, 100, (4, 16)), torch.randint(0, 100, (4, 16)))
+    assert abs(loss.item() - math.log(100)) < 0.1
+
+
+def test_gpt_is_causal():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 23, (1, 10))
+    changed = idx.clone()
+    changed[0, 6] = (idx[0, 6] + 1) % 23
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_positions_break_permutation_equivariance():
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=1)).eval()
+    idx = torch.tensor([[3, 5, 7, 11]])
+    logits, _ = model(idx)
+    swapped, _ = model(idx[:, [1, 0, 2, 3]])
+    # the last token sees the same set of tokens, but at other positions
+    assert not torch.allclose(logits[0, -1], swapped[0, -1], atol=1e-6)
+
+
+def test_flops_per_token_matches_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for config, T in [(tiny(), 16), (tiny(n_embd=32, n_head=4, vocab_size=50), 9),
+                      (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 64)]:
+        model = GPT(config)
+        idx = torch.randint(0, config.vocab_size, (2, T))
+        with FlopCounterMode(display=False) as counter:
+            model(idx)
+        measured = counter.get_total_flops() / (2 * T)
+        assert abs(measured / flops_per_token(config, T) - 1) < 0.05, (measured, flops_per_token(config, T))
+    assert flops_per_token(tiny(), training=True) == 3 * flops_per_token(tiny())
+
+
+def test_flops_per_token_is_about_twice_the_parameters_for_gpt2():
+    config = GPT2_CONFIGS["gpt2-xl"]
+    non_embedding = param_count(config) - param_breakdown(config)["position embedding"]
+    # 2 FLOPs per weight, plus attention over 1024 positions (about 10% more for GPT-2 XL)
+    assert 2 * non_embedding < flops_per_token(config) < 2.25 * non_embedding
+    assert 0.99 * 2 * non_embedding < flops_per_token(config, seq_len=1) < 2 * non_embedding
+
+
+# --------------------------------------------------------------------------- KV cache
+
+
+class ListCache:
+    """The smallest KV cache with the interface GPT.forward expects (see lmlab.generate)."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.k = [None] * n_layer
+        self.v = [None] * n_layer
+        self.length = 0
+
+    def update(self, layer_index, k, v):
+        if self.k[layer_index] is not None:
+            k = torch.cat([self.k[layer_index], k], dim=2)
+            v = torch.cat([self.v[layer_index], v], dim=2)
+        self.k[layer_index], self.v[layer_index] = k, v
+        if layer_index == len(self.k) - 1:
+            self.length = k.shape[2]
+        return k, v
+
+
+@pytest.mark.parametrize("chunks", [[1] * 9, [4, 1, 1, 3], [9]])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_kv_cache_gives_the_same_logits(chunks, positions):
+    torch.manual_seed(0)
+    model = GPT(tiny(positions=positions)).eval()
+    idx = torch.randint(0, 23, (2, 9))
+    full, _ = model(idx)
+    cache, start, pieces = ListCache(2), 0, []
+    for n in chunks:
+        logits, _ = model(idx[:, start:start + n], kv_cache=cache)
+        pieces.append(logits)
+        start += n
+        assert cache.length == start
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_left_padding_matches_unpadded_runs():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    seqs = [torch.randint(0, 23, (n,)) for n in (6, 3, 1)]
+    T = 6
+    idx = torch.zeros(3, T, dtype=torch.long)
+    mask = torch.zeros(3, T, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        idx[b, T - len(s):] = s
+        idx[b, : T - len(s)] = 17  # any token: padding must not matter
+        mask[b, T - len(s):] = True
+    batched, _ = model(idx, attention_mask=mask)
+    assert torch.isfinite(batched).all()
+    for b, s in enumerate(seqs):
+        alone, _ = model(s[None])
+        torch.testing.assert_close(batched[b, T - len(s):], alone[0], rtol=0, atol=1e-5)
+
+    # then decode two tokens with the cache: still as if each sequence ran alone
+    cache = ListCache(2)
+    model(idx, kv_cache=cache, attention_mask=mask)
+    nxt = torch.randint(0, 23, (3, 2))
+    for step in range(2):
+        mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.bool)], dim=1)
+        logits, _ = model(nxt[:, step:step + 1], kv_cache=cache, attention_mask=mask)
+        for b, s in enumerate(seqs):
+            alone, _ = model(torch.cat([s, nxt[b, : step + 1]])[None])
+            torch.testing.assert_close(logits[b, -1], alone[0, -1], rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_clear_errors():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match="block_size=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets has shape"):
+        model(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(torch.zeros(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="not divisible by n_head"):
+        GPTConfig(n_embd=10, n_head=3)
+    with pytest.raises(ValueError, match="positions"):
+        GPTConfig(positions="rotary")
+    with pytest.raises(ValueError, match="n_layer"):
+        GPTConfig(n_layer=0)
+
+
+# --------------------------------------------------------------------------- functional forms
+
+
+def test_block_forward_equals_the_block_module():
+    from lmlab.transformer import block_forward, gpt_param_count
+
+    torch.manual_seed(3)
+    block = Block(tiny(n_embd=12, n_head=3)).double()
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.3)
+    params = {
+        "ln1_weight": block.ln_1.weight, "ln1_bias": block.ln_1.bias,
+        "W_qkv": block.attn.c_attn.weight.T, "b_qkv": block.attn.c_attn.bias,
+        "W_o": block.attn.c_proj.weight.T, "b_o": block.attn.c_proj.bias,
+        "ln2_weight": block.ln_2.weight, "ln2_bias": block.ln_2.bias,
+        "W1": block.mlp.c_fc.weight.T, "b1": block.mlp.c_fc.bias,
+        "W2": block.mlp.c_proj.weight.T, "b2": block.mlp.c_proj.bias,
+    }
+    x = torch.randn(2, 7, 12, dtype=torch.float64)
+    torch.testing.assert_close(block_forward(x, params, 3), block(x), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="missing"):
+        block_forward(x, {"W1": params["W1"]}, 3)
+    assert gpt_param_count(50257, 1024, 12, 768) == 124_439_808
+    assert gpt_param_count(50257, 1024, 12, 768, tied=False) == 124_439_808 + 50257 * 768
