@@ -8,6 +8,7 @@
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+os.makedirs(os.path.join(HERE, "grading"), exist_ok=True)  # git-ignored: absent in a fresh clone
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
