@@ -40,7 +40,7 @@ browser_ready() {
 PYTEST="$BIN/python -m pytest -p no:cacheprovider -q"
 stage lint    $BIN/ruff check lmlab tests tools benchmarks
 stage unit    $PYTEST tests/unit -n "$JOBS" --timeout 600
-stage grading $PYTEST tests/grading -n "$JOBS" --timeout 900
+stage grading $PYTEST tests/grading -n "$JOBS" --dist loadgroup --timeout 1800
 stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --timeout 600
 stage nbval-solutions $PYTEST --nbval-lax solutions -n "$JOBS" --timeout 600
 stage book    $BIN/jupyter-book build . --all -W --keep-going -q

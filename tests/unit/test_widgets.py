@@ -1,0 +1,54 @@
+"""Explorers: frames linked client-side, one per combination, each different."""
+
+import ipywidgets as widgets
+import pytest
+
+from lmlab.viz import new_figure
+from lmlab.widgets import frame_explorer, roofline_explorer
+
+
+def _render(a, b):
+    fig, ax = new_figure(2, 2)
+    ax.plot([0, 1], [0, float(a) * float(b)])
+    ax.set_title(f"{a}-{b}")
+    return fig
+
+
+def _links(box):
+    state = widgets.Widget.get_manager_state()["state"]
+    return [s for s in state.values() if s["model_name"] == "LinkModel"]
+
+
+def test_frame_explorer_builds_nested_stacks_linked_to_controls():
+    box = frame_explorer(_render, {"a": [1, 2], "b": [3, 4, 5]}, kinds={"a": "dropdown"})
+    assert box.frames == 6
+    assert isinstance(box.controls["a"], widgets.Dropdown)
+    assert isinstance(box.controls["b"], widgets.SelectionSlider)
+    outer = box.children[-1]
+    assert isinstance(outer, widgets.Stack) and len(outer.children) == 2
+    assert all(len(inner.children) == 3 for inner in outer.children)
+    images = [img.value for inner in outer.children for img in inner.children]
+    assert len(set(images)) == 6, "every frame must differ"
+    assert "lmlab-explorer" in box._dom_classes
+
+
+def test_frame_explorer_limits_and_errors():
+    with pytest.raises(ValueError, match="more than max_frames=4"):
+        frame_explorer(_render, {"a": [1, 2, 3], "b": [1, 2]}, max_frames=4)
+    with pytest.raises(ValueError, match=r"axes\['a'\] is empty"):
+        frame_explorer(_render, {"a": [], "b": [1]})
+    with pytest.raises(ValueError, match="at least one control"):
+        frame_explorer(_render, {})
+
+
+def test_roofline_explorer_has_an_operation_and_a_size():
+    box = roofline_explorer(3e11, 3e10, measured=[("matmul", 50.0, 1e11)], sizes=(16, 1024))
+    assert set(box.controls) == {"operation", "n"}
+    assert box.frames == 3 * 2
+
+
+def test_roofline_explorer_rejects_unknown_operations():
+    from lmlab.widgets.ch01_chips import operation_cost
+
+    with pytest.raises(ValueError, match="operation='conv'"):
+        operation_cost("conv", 8)
