@@ -29,3 +29,10 @@ c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.Autograde.create_student = True
+
+# Feedback HTML would otherwise show the hidden tests' source (a known nbgrader issue):
+# clear the hidden-test regions before rendering; their results stay visible.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -57,14 +57,14 @@ def compare(
     """Time A and B in alternating rounds; return (median A/B, IQR, timings A, timings B)."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    for _ in range(warmup):  # warm both up once, before any timing
+        fn_a()
+        fn_b()
     a_times, b_times, ratios = [], [], []
     for r in tqdm(range(rounds), desc=desc or "rounds", leave=False):
-        first, second = (fn_a, fn_b) if r % 2 == 0 else (fn_b, fn_a)
-        t1 = time_fn(first, warmup=warmup if r == 0 else 1, repeat=repeat, device=device)
-        t2 = time_fn(second, warmup=warmup if r == 0 else 1, repeat=repeat, device=device)
-        ta, tb = (t1, t2) if r % 2 == 0 else (t2, t1)
-        a_times.append(ta)
-        b_times.append(tb)
-        ratios.append(ta.median / tb.median)
+        order = [(fn_a, a_times), (fn_b, b_times)]
+        for fn, times in order if r % 2 == 0 else reversed(order):
+            times.append(time_fn(fn, warmup=0, repeat=repeat, device=device))
+        ratios.append(a_times[-1].median / b_times[-1].median)
     median, iqr = ratio_stats(ratios)
     return median, iqr, a_times, b_times

@@ -3,8 +3,6 @@ renders, and every explorer responds to its controls without a kernel."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from .conftest import SITE

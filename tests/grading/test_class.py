@@ -75,6 +75,21 @@ def test_feedback_html_for_every_graded_submission(graded):
     assert "Likely mistake" in course.feedback_html(mistaken).read_text()
 
 
+def test_feedback_does_not_reveal_hidden_tests(graded):
+    course, _, _ = graded
+    html = course.feedback_html("correct").read_text()
+    hidden = [line.strip() for cell in course.source().cells if "BEGIN HIDDEN TESTS" in cell.source
+              for line in cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
+              if line.strip()]
+    assert hidden, "the exercise has hidden tests"
+    import html as html_lib
+    import re
+
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", html))
+    leaked = [line for line in hidden if line in text]
+    assert not leaked, f"feedback shows hidden tests: {leaked}"
+
+
 def test_no_drift_between_solutions_and_exercises(graded):
     course, _, _ = graded
     released = course.root / "exercises" / course.chapter

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.checks import check_arithmetic_intensity, check_matmul_flops, check_median_time, check_roofline_time
+from lmlab.checks import (
+    check_arithmetic_intensity,
+    check_matmul_flops,
+    check_median_time,
+    check_roofline_time,
+)
 
 
 def flops_by_loops(m, n, k):

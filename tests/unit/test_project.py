@@ -1,9 +1,9 @@
 """The project's own promises: pins in step, README commands, layout, no leaked solutions."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
