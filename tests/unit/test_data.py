@@ -10,8 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmlab import data
-from lmlab.data import (get_batch, load_corpus, synthetic_analogies, synthetic_corpus,
-                        train_val_split)
+from lmlab.data import (
+    get_batch,
+    load_corpus,
+    synthetic_analogies,
+    synthetic_corpus,
+    train_val_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def test_get_batch_targets_are_shifted_inputs(n, block, batch, seed):
     x, y = get_batch(seq, block, batch, generator=torch.Generator().manual_seed(seed))
     assert x.shape == y.shape == (batch, block) and x.dtype == y.dtype == torch.long
     assert torch.equal(x[:, 1:], y[:, :-1])
-    for row_x, row_y in zip(x, y):
+    for row_x, row_y in zip(x, y, strict=True):
         # each row is a window of the data, and y continues it by one token
         starts = [i for i in range(n - block) if torch.equal(seq[i:i + block], row_x)]
         assert any(torch.equal(seq[i + 1:i + block + 1], row_y) for i in starts)

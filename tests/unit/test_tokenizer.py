@@ -44,8 +44,15 @@ def test_char_errors():
 
 import re  # noqa: E402
 
-from lmlab.tokenizer import (GPT2_PATTERN, BPETokenizer, load_tokenizer, merge,  # noqa: E402
-                             pair_counts, train_merges, train_merges_naive)
+from lmlab.tokenizer import (  # noqa: E402
+    GPT2_PATTERN,
+    BPETokenizer,
+    load_tokenizer,
+    merge,
+    pair_counts,
+    train_merges,
+    train_merges_naive,
+)
 
 MIXED = ("The quick brown fox jumps over the lazy dog. def f(x_1): return x_1 ** 2\n"
          "机器学习很有趣, 深度学习也是。 Emoji: 🙂🙂🚀 naïve café — it's 2024!\n") * 30
@@ -165,7 +172,7 @@ def test_bpe_decode_partial_character(bpe):
     ids = bpe.encode("机")  # three UTF-8 bytes
     assert bpe.decode(ids[:1]) == "\ufffd" or len(ids) == 1
     with pytest.raises(UnicodeDecodeError):
-        bpe.decode(list("机".encode("utf-8"))[:2], errors="strict")
+        bpe.decode(list("机".encode())[:2], errors="strict")
 
 
 # --------------------------------------------------------------------------- against HF tokenizers
