@@ -290,7 +290,7 @@ def test_multi_head_attention_module_bad_input():
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("T_q,T_k", [(1, 1), (7, 7), (64, 64), (65, 130), (1, 100), (100, 100)])
-@pytest.mark.parametrize("block,q_block", [(16, None), (64, 16), (7, 5), (256, None)])
+@pytest.mark.parametrize("block,q_block", [(16, None), (64, 16), (7, 33), (256, None)])
 def test_flash_attention_matches_torch_fp32(causal, T_q, T_k, block, q_block):
     q, k, v = qkv(2, 3, T_q=T_q, T_k=T_k, d=16, seed=T_q + T_k, dtype=torch.float32)
     mask = causal_mask(T_q, T_k) if causal else None
@@ -357,3 +357,48 @@ def test_flash_attention_uses_much_less_memory_than_naive():
     assert naive >= 2 * scores_bytes  # the (T, T) scores and weights both exist
     assert flash < 12 * (4 * T * block * 4)  # a few (T, block) tiles and (T, d) accumulators
     assert flash < scores_bytes / 4  # no (T, T) matrix ever exists
+
+
+# --------------------------------------------------------------------------- figures and explorer
+
+
+def test_attention_heatmap_checks_labels():
+    from lmlab.viz import attention_heatmap
+
+    fig = attention_heatmap(torch.softmax(torch.randn(3, 3), -1), ["a", "b", "c"], title="t")
+    assert fig.axes[0].get_title() == "t"
+    with pytest.raises(ValueError, match="2 query and 2 key labels"):
+        attention_heatmap(torch.ones(3, 3), ["a", "b"])
+
+
+def test_attention_explorer_has_distinct_frames():
+    import ipywidgets
+
+    from lmlab.widgets import TinyAttentionModel, attention_explorer
+
+    torch.manual_seed(0)
+    explorer = attention_explorer(TinyAttentionModel(), temperatures=(1.0,))
+    assert explorer.frames == 4 * 2
+    assert set(explorer.controls) == {"head", "mask", "temperature"}
+    images = []
+
+    def walk(widget):
+        if isinstance(widget, ipywidgets.Image):
+            images.append(widget.value)
+        for child in getattr(widget, "children", ()):
+            walk(child)
+
+    walk(explorer)
+    assert len(images) == 8 and len(set(images)) == 8
+
+
+def test_train_induction_model_lowers_the_loss():
+    from lmlab.widgets import attention_scores, train_induction_model
+
+    model = train_induction_model(steps=40, progress=False)
+    assert sum(model.losses[-5:]) < sum(model.losses[:5])
+    scores = attention_scores(model, "a big dog saw the red bird")
+    assert set(scores) == {"layer 1, head 1", "layer 1, head 2", "layer 2, head 1", "layer 2, head 2"}
+    assert scores["layer 1, head 1"].shape == (7, 7)
+    with pytest.raises(ValueError, match="outside WORDS"):
+        attention_scores(model, "a zebra")
