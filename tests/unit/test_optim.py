@@ -231,3 +231,58 @@ def test_cosine_schedule_no_warmup_and_errors():
         optim.cosine_schedule(0, warmup=20, total=10, lr_max=1.0)
     with pytest.raises(ValueError, match="step"):
         optim.cosine_schedule(-1, warmup=2, total=10, lr_max=1.0)
+
+
+# --------------------------------------------------------------------------- functional forms
+
+
+def test_adamw_step_is_pure_and_matches_one_torch_step():
+    g = torch.Generator().manual_seed(0)
+    p, grad = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    m, v = torch.zeros(4, 3), torch.zeros(4, 3)
+    before = [t.clone() for t in (p, grad, m, v)]
+    new_p, new_m, new_v = optim.adamw_step(p, grad, m, v, 1, 0.1, (0.9, 0.999), 1e-8, 0.1)
+    for a, b in zip(before, (p, grad, m, v)):
+        assert torch.equal(a, b)  # inputs untouched
+    q = p.clone().requires_grad_(True)
+    q.grad = grad.clone()
+    opt = torch.optim.AdamW([q], lr=0.1, weight_decay=0.1, foreach=False)
+    opt.step()
+    assert torch.allclose(new_p, q.detach(), atol=1e-7, rtol=0)
+    assert torch.allclose(new_m, opt.state[q]["exp_avg"]) and torch.allclose(new_v, opt.state[q]["exp_avg_sq"])
+
+
+def test_clip_gradients_functional():
+    grads = [torch.tensor([3.0, 0.0]), torch.tensor([[4.0]])]
+    clipped, norm = optim.clip_gradients(grads, 1.0)
+    assert norm.item() == pytest.approx(5.0)
+    assert torch.allclose(torch.cat([c.flatten() for c in clipped]), torch.tensor([0.6, 0.0, 0.8]), atol=1e-6)
+    assert grads[0][0].item() == 3.0  # inputs untouched
+    assert optim.clip_gradients([], 1.0)[1].item() == 0.0
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_gradients(grads, -1.0)
+
+
+# --------------------------------------------------------------------------- the explorer
+
+
+def test_optimizer_paths_show_the_textbook_behaviour():
+    from lmlab.widgets.ch06_training import optimizer_paths
+
+    paths = optimizer_paths("ravine", 0.1, steps=100)
+    assert len(paths["SGD"]) < 101  # lr above 2/25: SGD diverges across the ravine
+    assert len(paths["Adam"]) == 101 and abs(paths["Adam"][-1]).max() < 0.05
+    slow = optimizer_paths("ravine", 0.003, steps=100)
+    # at a small rate momentum travels ~10× further along the floor than plain SGD
+    assert abs(slow["momentum 0.9"][-1][0]) < 0.1 < abs(slow["SGD"][-1][0])
+    with pytest.raises(ValueError, match="surface must be one of"):
+        optimizer_paths("saddle", 0.1)
+
+
+def test_optimizer_explorer_frames_differ():
+    from lmlab.widgets import optimizer_explorer
+
+    box = optimizer_explorer(lrs=(0.01, 0.1), surfaces=("ravine",), steps=10)
+    assert box.frames == 2 and "lmlab-explorer" in box._dom_classes
+    images = box.children[-1].children[0].children  # surface stack -> lr stack -> images
+    assert images[0].value != images[1].value

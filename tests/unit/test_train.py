@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import warnings
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -270,7 +273,7 @@ def test_history_plot_and_round_trip():
 
 def test_small_char_gpt_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("LMLAB_CACHE", str(tmp_path))
-    text = "def f(x):\n    return x + 1\n" * 40
+    text = "def f(x):\n    return x + 1\n" * 200
     monkeypatch.setattr(lmlab.data, "load_corpus", lambda name="pydoc": text)
     monkeypatch.setitem(T.SMALL_CHAR_GPT, "n_layer", 1)
     monkeypatch.setitem(T.SMALL_CHAR_GPT, "n_embd", 16)
@@ -278,10 +281,50 @@ def test_small_char_gpt_caches(tmp_path, monkeypatch):
     model, tok, tr, va = T.small_char_gpt(steps=3)
     files = list((tmp_path / "small_char_gpt").glob("*.pt"))
     assert len(files) == 1
-    again, tok2, _, _ = T.small_char_gpt(steps=3)
+    again, tok2, _, _, history = T.small_char_gpt(steps=3, return_history=True)
     _assert_identical(_params(model), _params(again))
+    assert history.step == [1, 2, 3] and len(history.val_loss) == 3
     assert tok.decode(tr[:10].tolist()) == text[:10]
     assert len(tr) + len(va) == len(text)
     assert not again.training
     T.small_char_gpt(steps=4)  # other hyper-parameters: another file
     assert len(list((tmp_path / "small_char_gpt").glob("*.pt"))) == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 16), v=st.integers(2, 40),
+       scale=st.sampled_from([0.1, 1.0, 10.0, 1e3, 1e4]))
+def test_cross_entropy_matches_torch(seed, n, v, scale):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, v, generator=g) * scale
+    targets = torch.randint(0, v, (n,), generator=g)
+    ours = T.cross_entropy(logits, targets)
+    theirs = F.cross_entropy(logits, targets)
+    assert torch.isfinite(ours)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_entropy_gradient_matches_torch():
+    logits = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 6, 3, 3, 1])
+    (g1,) = torch.autograd.grad(T.cross_entropy(logits, targets), logits)
+    (g2,) = torch.autograd.grad(F.cross_entropy(logits, targets), logits)
+    assert torch.allclose(g1, g2, atol=1e-12)
+
+
+def test_cross_entropy_bad_shapes():
+    with pytest.raises(ValueError, match=r"logits must be \(N, V\)"):
+        T.cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_fp16_on_cpu_warns_and_trains():
+    with pytest.warns(RuntimeWarning, match="fp16"):
+        h = T.train(tiny_gpt(), pattern(), steps=4, precision="fp16", **KW)
+    assert all(math.isfinite(x) for x in h.loss)
+
+
+def test_resume_beyond_steps_is_refused(tmp_path):
+    ck = tmp_path / "ck.pt"
+    T.train(tiny_gpt(), pattern(), steps=4, checkpoint=ck, **KW)
+    with pytest.raises(ValueError, match="beyond steps=2"):
+        T.train(tiny_gpt(), pattern(), steps=2, checkpoint=ck, resume=True, **KW)
