@@ -266,7 +266,7 @@ def test_every_mistake_is_named_and_the_reference_passes(name):
     for mistake in part.mistakes:
         with pytest.raises(AssertionError) as err:
             run_part(part, mistake.fn, quiet=True)
-        assert mistake.hint in str(err.value), (mistake.name, str(err.value))
+        assert f"Likely mistake: {mistake.hint}" in str(err.value), (mistake.name, str(err.value))
 
 
 @pytest.mark.parametrize("name", sorted(CH07))

@@ -30,6 +30,15 @@ from lmlab.transformer import GPT, GPTConfig
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread (and far faster on a busy shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_gpt(positions: str = "learned", block_size: int = 24, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     config = GPTConfig(vocab_size=23, block_size=block_size, n_layer=2, n_head=2, n_embd=16,
@@ -303,6 +312,7 @@ def test_generate_rejects_bad_input():
     with pytest.raises(TypeError, match="GPT-like"):
         generate(torch.nn.Linear(2, 2), [1], 2)
     assert generate(model, [4, 5], 0).tolist() == [4, 5]
+    assert generate(model, [[1, 2], [3, 4]], 3, temperature=0).shape == (2, 5)
 
 
 def test_perplexity_is_exp_of_the_model_loss():
@@ -326,3 +336,35 @@ def test_perplexity_of_a_text_needs_a_tokenizer():
 def test_time_generation_reports_each_tick():
     timing = time_generation(tiny_gpt(), prompt_len=8, new_tokens=5, batch_size=2)
     assert len(timing.decode) == 4 and timing.prefill > 0 and timing.tokens_per_second > 0
+
+
+# --------------------------------------------------------------------------- figures and explorer
+
+
+def test_sampling_explorer_has_one_distinct_frame_per_setting():
+    import ipywidgets
+
+    from lmlab.widgets import sampling_explorer
+
+    logits = torch.randn(12, generator=torch.Generator().manual_seed(4)) * 2
+    box = sampling_explorer(logits, [chr(97 + i) for i in range(12)], temperatures=(0.5, 1.0),
+                            top_ks=(None, 2), top_ps=(1.0, 0.5), show=8)
+    assert box.frames == 8 and set(box.controls) == {"temperature", "top_k", "top_p"}
+    pngs = []
+
+    def walk(w):
+        if isinstance(w, ipywidgets.Image):
+            pngs.append(w.value)
+        for child in getattr(w, "children", ()):
+            walk(child)
+
+    walk(box)
+    assert len(pngs) == 8 and len(set(pngs)) == 8  # every setting draws a different figure
+    assert "lmlab-explorer" in box._dom_classes
+
+
+def test_sampling_bars_rejects_mismatched_labels():
+    from lmlab.viz import sampling_bars
+
+    with pytest.raises(ValueError, match="one label per token"):
+        sampling_bars(torch.zeros(5), ["a", "b"])
