@@ -166,9 +166,9 @@ def test_memory_estimate_matches_measured_gpt(L, C, H, T, B, V):
 class _Fused(nn.Module):
     """A GPT-like model on PyTorch's fused kernels (nn.LayerNorm, flash SDPA, F.gelu)."""
 
-    def __init__(self, L, C, H, V, *, ckpt=False):
+    def __init__(self, L, C, H, V, *, ckpt=False, flash=True):
         super().__init__()
-        self.H, self.ckpt = H, ckpt
+        self.H, self.ckpt, self.flash = H, ckpt, flash
         self.emb = nn.Embedding(V, C)
         self.blocks = nn.ModuleList(
             nn.ModuleDict(dict(ln1=nn.LayerNorm(C), qkv=nn.Linear(C, 3 * C), proj=nn.Linear(C, C),
@@ -181,7 +181,12 @@ class _Fused(nn.Module):
     def block(self, b, x):
         B, T, C = x.shape
         q, k, v = b["qkv"](b["ln1"](x)).view(B, T, 3, self.H, C // self.H).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.flash:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # written out: keeps the (B, H, T, T) softmax output for backward
+            mask = torch.ones(T, T, dtype=torch.bool).tril()
+            scores = (q @ k.transpose(-2, -1) / math.sqrt(C // self.H)).masked_fill(~mask, -math.inf)
+            y = torch.softmax(scores, dim=-1) @ v
         x = x + b["proj"](y.transpose(1, 2).reshape(B, T, C))
         return x + b["out"](F.gelu(b["fc"](b["ln2"](x))))
 
@@ -193,15 +198,16 @@ class _Fused(nn.Module):
         return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-@pytest.mark.parametrize("ckpt", [False, True])
+@pytest.mark.parametrize("ckpt, flash", [(False, True), (True, True), (False, False)])
 @pytest.mark.parametrize("L, C, H, T, B, V", SMALL)
-def test_memory_estimate_matches_measured_fused(L, C, H, T, B, V, ckpt):
+def test_memory_estimate_matches_measured_fused(L, C, H, T, B, V, ckpt, flash):
     torch.manual_seed(0)
-    model = _Fused(L, C, H, V, ckpt=ckpt)
+    model = _Fused(L, C, H, V, ckpt=ckpt, flash=flash)
     idx = _tokens(B, T, V)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     measured, estimate = _measured_vs_estimate(model, idx, opt, L=L, C=C, H=H, T=T, B=B, V=V,
-                                               profile="fused", ckpt=ckpt)
+                                               profile="fused" if flash else "unfused-attention",
+                                               ckpt=ckpt)
     assert measured.activations == pytest.approx(estimate.activations, rel=0.15)
     assert measured.total == pytest.approx(estimate.total, rel=0.15)
 
@@ -252,6 +258,8 @@ def test_memory_estimate_errors():
         S.memory_estimate(10, precision="fp64")
     with pytest.raises(ValueError, match="seq_len"):
         S.memory_estimate(10, batch=2, seq_len=0, n_layer=2, d_model=8)
+    with pytest.raises(ValueError, match="profile"):
+        S.activation_bytes(batch=1, seq_len=8, n_layer=1, d_model=8, profile="cuda")
 
 
 # --------------------------------------------------------------------------- cost
@@ -269,7 +277,7 @@ def test_training_cost_arithmetic():
 
 
 def test_accelerator_table_single_source():
-    for key, chip in S.ACCELERATORS.items():
+    for chip in S.ACCELERATORS.values():
         assert chip.source and chip.memory > 0 and chip.bandwidth > 0 and chip.link_bandwidth > 0
         assert "bf16" in chip.peak or "fp16" in chip.peak
     for key, gpu in (("H100", "H100"), ("A100", "A100"), ("RTX 4090", "4090")):
@@ -367,3 +375,15 @@ def test_layout_errors():
     with pytest.raises(ValueError, match="zero"):
         S.Layout(zero=4)
     assert S.Layout(dp=2, tp=4, pp=2).n_gpus == 16
+
+
+# --------------------------------------------------------------------------- explorer
+
+
+def test_scaling_explorer_frames_differ():
+    from lmlab.widgets import scaling_explorer
+
+    box = scaling_explorer(budgets=(1e21, 1e24), layouts=("DP64 + ZeRO-1", "TP8 × DP32 + ZeRO-1"))
+    assert box.frames == 4 and "lmlab-explorer" in box._dom_classes
+    images = [child.value for stack in box.children[-1].children for child in stack.children]
+    assert len(images) == 4 and len(set(images)) == 4
