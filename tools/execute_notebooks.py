@@ -9,6 +9,7 @@ the 2-minute budget per notebook (DESIGN §6) is visible.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,11 @@ def execute(path: Path, timeout: int = 600) -> float:
 
 
 def main(argv: list[str]) -> int:
+    # Same settings as `make test` (tools/run_tests.sh), so nbval sees the same outputs.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ.setdefault("LMLAB_CACHE", str(Path(".lmlab-cache").resolve()))
     paths = notebooks(argv or ["book"])
     total = 0.0
     for path in paths:

@@ -5,6 +5,11 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export PYTHONHASHSEED=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
 export LMLAB_CACHE="${LMLAB_CACHE:-$PWD/.lmlab-cache}"
+# One thread per process: the stages run two processes on two cores (xdist), and OpenMP
+# threads that outnumber cores spin-wait and slow everything down many times. Stored
+# notebook outputs are made with one thread too (tools/execute_notebooks.py), so results
+# that depend on float summation order reproduce exactly.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 JOBS="${JOBS:-2}"
 declare -a SUMMARY=()
 total_start=$(date +%s)
@@ -39,6 +44,8 @@ browser_ready() {
 
 PYTEST="$BIN/python -m pytest -p no:cacheprovider -q"
 stage lint    $BIN/ruff check lmlab tests tools benchmarks
+# Build the cached corpus and the chapter-6 model once, before tests and notebooks need them in parallel.
+stage cache   $BIN/python -c "from lmlab.data import load_corpus; from lmlab.train import small_char_gpt; load_corpus(); small_char_gpt()"
 stage unit    $PYTEST tests/unit -n "$JOBS" --timeout 600
 stage grading $PYTEST tests/grading -n "$JOBS" --dist loadgroup --timeout 1800
 stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --timeout 600

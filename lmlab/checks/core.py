@@ -479,7 +479,7 @@ def run_part(part: Part, student_fn: Callable, *, seed: int = 0, quiet: bool = F
             if diff:
                 if not failing:
                     first_diff = (
-                        f"{part.name} is wrong on {{n}} of {len(cases)} test inputs.\n"
+                        f"{part.name} is wrong on <N> of {len(cases)} test inputs.\n"
                         f"First wrong input: {case.show(part.name)}\n"
                         f"  {diff}\n"
                         f"  expected: {_short(expected[i], 200)}\n"
@@ -487,7 +487,7 @@ def run_part(part: Part, student_fn: Callable, *, seed: int = 0, quiet: bool = F
                     )
                 failing.append(i)
     if failing:
-        message = first_diff.format(n=len(failing)) + _identify(part, cases, outputs, failing)
+        message = first_diff.replace("<N>", str(len(failing)), 1) + _identify(part, cases, outputs, failing)
         raise AssertionError(message)
     if not quiet:
         print(f"✔ {part.name}: correct on all {len(cases)} test inputs")

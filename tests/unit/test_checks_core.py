@@ -189,3 +189,11 @@ def test_close_and_exact_comparators():
     assert "has 1 items, expected 2" in close()((1, 2), (1,))
     assert "keys differ" in close()({"a": 1}, {"b": 1})
     assert close()({"a": (1, torch.ones(2))}, {"a": (1, torch.ones(2))}) is None
+
+
+def test_results_that_print_with_braces_are_reported():
+    part = make_part(reference=lambda x: {"sum": float(x.sum())},
+                     mistakes=[Mistake("half", "halved", lambda x: {"sum": float(x.sum()) / 2})],
+                     compare=close())
+    with pytest.raises(AssertionError, match=r"(?s)result\['sum'\] is .*Likely mistake: halved"):
+        run_part(part, lambda x: {"sum": float(x.sum()) / 2})
