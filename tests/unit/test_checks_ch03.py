@@ -217,7 +217,7 @@ def test_calling_torch_lstm_cell_is_refused():
 def test_torch_clip_grad_norm_is_refused():
     def via_torch(grads, max_norm):
         params = [torch.zeros_like(g, requires_grad=True) for g in grads]
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         return [p.grad for p in params]

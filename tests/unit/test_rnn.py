@@ -32,7 +32,7 @@ def test_rnn_cell_matches_torch_with_same_seed_and_gradients():
     ref = torch.nn.RNNCell(5, 4).double()
     torch.manual_seed(0)
     ours = rnn.RNNCell(5, 4).double()
-    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)  # same init, same order
     x = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
     h = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
@@ -40,7 +40,7 @@ def test_rnn_cell_matches_torch_with_same_seed_and_gradients():
     torch.testing.assert_close(b, a, **F64)
     ga = _grads((a * a.detach().exp()).sum(), [x, h, *ref.parameters()])
     gb = _grads((b * b.detach().exp()).sum(), [x, h, *ours.parameters()])
-    for u, v in zip(ga, gb):
+    for u, v in zip(ga, gb, strict=True):
         torch.testing.assert_close(v, u, **F64)
     torch.testing.assert_close(ours(x), ref(x), **F64)  # default zero state
 
@@ -59,7 +59,7 @@ def test_lstm_cell_matches_torch_forward_gradients_and_state_dict_both_ways():
     torch.testing.assert_close(c2, c1, **F64)
     ga = _grads(_loss(h1, h1, c1), [x, h, c, *ref.parameters()])
     gb = _grads(_loss(h2, h2, c2), [x, h, c, *ours.parameters()])
-    for u, v in zip(ga, gb):
+    for u, v in zip(ga, gb, strict=True):
         torch.testing.assert_close(v, u, **F64)
     back = torch.nn.LSTMCell(6, 5).double()
     back.load_state_dict(ours.state_dict())
@@ -94,10 +94,10 @@ def test_cells_without_bias_match_torch():
 # --------------------------------------------------------------------------- sequences
 
 
-def _torch_lstm_and_ours(I, H, L, *, bias=True, batch_first=True, dtype=torch.double, seed=0):
+def _torch_lstm_and_ours(n_in, H, L, *, bias=True, batch_first=True, dtype=torch.double, seed=0):
     torch.manual_seed(seed)
-    ref = torch.nn.LSTM(I, H, L, bias=bias, batch_first=batch_first).to(dtype)
-    ours = rnn.LSTM(I, H, L, bias=bias, batch_first=batch_first).to(dtype)
+    ref = torch.nn.LSTM(n_in, H, L, bias=bias, batch_first=batch_first).to(dtype)
+    ours = rnn.LSTM(n_in, H, L, bias=bias, batch_first=batch_first).to(dtype)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -113,7 +113,7 @@ def _compare_lstm(ref, ours, x, state, tol):
         out, (h, c) = module(x, state)
         grads = _grads(_loss(out, h, c), leaves + list(module.parameters()))
         results.append([out, h, c, *grads])
-    for u, v in zip(*results):
+    for u, v in zip(*results, strict=True):
         torch.testing.assert_close(v, u, **tol)
 
 
@@ -146,19 +146,19 @@ def test_same_seed_gives_torchs_initial_weights():
     ref = torch.nn.LSTM(3, 4, 2)
     torch.manual_seed(5)
     ours = rnn.LSTM(3, 4, 2)
-    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), ours.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    B=st.integers(1, 4), T=st.integers(1, 6), I=st.integers(1, 5), H=st.integers(1, 5),
+    B=st.integers(1, 4), T=st.integers(1, 6), n_in=st.integers(1, 5), H=st.integers(1, 5),
     L=st.integers(1, 2), seed=st.integers(0, 2**16), with_state=st.booleans(),
 )
-def test_lstm_property_any_shape_matches_torch(B, T, I, H, L, seed, with_state):
-    ref, ours = _torch_lstm_and_ours(I, H, L, seed=seed)
+def test_lstm_property_any_shape_matches_torch(B, T, n_in, H, L, seed, with_state):
+    ref, ours = _torch_lstm_and_ours(n_in, H, L, seed=seed)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, T, I, generator=g, dtype=torch.double) * 2
+    x = torch.randn(B, T, n_in, generator=g, dtype=torch.double) * 2
     state = None
     if with_state:
         state = tuple(torch.randn(L, B, H, generator=g, dtype=torch.double) for _ in range(2))
@@ -166,18 +166,18 @@ def test_lstm_property_any_shape_matches_torch(B, T, I, H, L, seed, with_state):
 
 
 @settings(max_examples=20, deadline=None)
-@given(B=st.integers(1, 3), T=st.integers(1, 6), I=st.integers(1, 4), H=st.integers(1, 4),
+@given(B=st.integers(1, 3), T=st.integers(1, 6), n_in=st.integers(1, 4), H=st.integers(1, 4),
        seed=st.integers(0, 2**16))
-def test_readable_lstm_forward_equals_the_hand_written_bptt(B, T, I, H, seed):
+def test_readable_lstm_forward_equals_the_hand_written_bptt(B, T, n_in, H, seed):
     g = torch.Generator().manual_seed(seed)
     make = lambda *s: torch.randn(*s, generator=g, dtype=torch.double)  # noqa: E731
-    inputs = [make(B, T, I), make(B, H), make(B, H), make(4 * H, I), make(4 * H, H), make(4 * H), make(4 * H)]
+    inputs = [make(B, T, n_in), make(B, H), make(B, H), make(4 * H, n_in), make(4 * H, H), make(4 * H), make(4 * H)]
     results = []
     for fn in (rnn.lstm_forward, rnn.lstm_layer):
         leaves = [t.clone().requires_grad_(True) for t in inputs]
         out, (h, c) = fn(leaves[0], leaves[1], leaves[2], leaves[3:])
         results.append([out, h, c, *_grads(_loss(out, h, c), leaves)])
-    for u, v in zip(*results):
+    for u, v in zip(*results, strict=True):
         torch.testing.assert_close(v, u, **F64)
 
 
@@ -218,7 +218,7 @@ def test_rnn_matches_torch(layers):
     for module in (ref, ours):
         out, h = module(x, h0)
         results.append([out, h, *_grads(_loss(out, h), [x, h0, *module.parameters()])])
-    for u, v in zip(*results):
+    for u, v in zip(*results, strict=True):
         torch.testing.assert_close(v, u, **F64)
 
 
@@ -234,11 +234,11 @@ def test_clip_grad_norm_matches_torch(shapes, scale, max_norm, seed):
     g = torch.Generator().manual_seed(seed)
     grads = [torch.randn(s, generator=g, dtype=torch.double) * scale for s in shapes]
     params = [torch.zeros(s, dtype=torch.double, requires_grad=True) for s in shapes]
-    for p, gr in zip(params, grads):
+    for p, gr in zip(params, grads, strict=True):
         p.grad = gr.clone()
     torch.nn.utils.clip_grad_norm_(params, max_norm)
     ours = rnn.clip_grad_norm(grads, max_norm)
-    for p, o in zip(params, ours):
+    for p, o in zip(params, ours, strict=True):
         torch.testing.assert_close(o, p.grad, rtol=1e-12, atol=1e-15)
     total = torch.sqrt(sum((o**2).sum() for o in ours))
     assert total <= max_norm * (1 + 1e-9) or torch.allclose(torch.cat([o.flatten() for o in ours]),
@@ -251,7 +251,7 @@ def test_clip_grad_norm_keeps_direction_and_leaves_small_gradients_alone():
     torch.testing.assert_close(clipped[0], torch.tensor([0.6, 0.0]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(clipped[1], torch.tensor([[0.8]]), rtol=1e-5, atol=1e-6)
     same = rnn.clip_grad_norm(grads, 10.0)
-    assert all(torch.equal(a, b) for a, b in zip(same, grads))
+    assert all(torch.equal(a, b) for a, b in zip(same, grads, strict=True))
     assert rnn.clip_grad_norm([torch.zeros(3)], 1.0)[0].eq(0).all()
     assert rnn.clip_grad_norm([], 1.0) == []
 
@@ -318,3 +318,92 @@ def test_bad_cell_inputs_raise_clear_errors():
         rnn.clip_grad_norm([torch.ones(2)], 0)
     with pytest.raises(TypeError, match=r"grads\[1\] must be a torch.Tensor"):
         rnn.clip_grad_norm([torch.ones(2), 3.0], 1.0)
+
+
+# --------------------------------------------------------------------------- memory task, tracing, LM
+
+
+def test_recall_task_layout():
+    x, y = rnn.recall_task(5, 7, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 9, 3) and y.shape == (5,) and y.dtype == torch.long
+    assert torch.equal(y, (x[:, 0, 0] > 0).long())
+    assert x[:, 0, 1].eq(1).all() and x[:, 1:, 1].eq(0).all()  # marker only at step 0
+    assert x[:, -1, 2].eq(1).all() and x[:, :-1, 2].eq(0).all()  # query only at the end
+    assert x[:, :-1, 0].abs().eq(1).all() and x[:, -1, 0].eq(0).all()
+    with pytest.raises(ValueError, match="gap must be a non-negative int"):
+        rnn.recall_task(2, -1)
+
+
+def test_lstm_learns_a_short_recall_quickly():
+    torch.manual_seed(0)
+    model = rnn.RecallNet("lstm", hidden_size=16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add waiting on a busy machine
+    try:
+        acc = rnn.train_recall(model, gap=3, steps=120, batch_size=32, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(acc) == 120 and sum(acc[-10:]) / 10 > 0.9
+    with pytest.raises(ValueError, match="kind must be"):
+        rnn.RecallNet("gru")
+
+
+def test_trace_gates_reproduces_the_layer_output():
+    torch.manual_seed(9)
+    lstm = rnn.LSTM(3, 4, num_layers=2)
+    x = torch.randn(1, 6, 3)
+    out, (h, c) = lstm(x)
+    trace = rnn.trace_gates(lstm, x, layer=1)
+    assert set(trace) == set("ifgoch") and all(v.shape == (6, 4) for v in trace.values())
+    torch.testing.assert_close(trace["h"], out[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trace["c"][-1], c[1, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trace["c"][1:], trace["f"][1:] * trace["c"][:-1] + trace["i"][1:] * trace["g"][1:])
+    with pytest.raises(ValueError, match="trace one sequence"):
+        rnn.trace_gates(lstm, torch.randn(2, 6, 3))
+
+
+def test_language_model_shapes_loss_and_generation():
+    torch.manual_seed(10)
+    model = rnn.LSTMLanguageModel(rnn.LSTMLMConfig(vocab_size=11, hidden_size=8, block_size=5))
+    ids = torch.randint(0, 11, (3, 5))
+    logits, loss = model(ids, ids)
+    assert logits.shape == (3, 5, 11)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.reshape(-1, 11), ids.reshape(-1)))
+    assert model(ids)[1] is None
+    out = model.generate(ids[:, :2], 4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 6) and torch.equal(out[:, :2], ids[:, :2])
+    # one step at a time with the carried state equals running the whole sequence
+    full, _ = model.step(ids)
+    state, steps = None, []
+    for t in range(5):
+        step_logits, state = model.step(ids[:, t:t + 1], state)
+        steps.append(step_logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
+
+
+def test_figures_and_explorer_render():
+    import matplotlib.pyplot as plt
+
+    from lmlab import viz, widgets
+
+    torch.manual_seed(11)
+    lstm = rnn.LSTM(3, 4)
+    x, _ = rnn.recall_task(1, 2)
+    trace = {k: v.numpy() for k, v in rnn.trace_gates(lstm, x).items()}
+    figs = [viz.unrolled_figure(3), viz.unrolled_figure(2, cell="LSTM"),
+            viz.gradient_norms_plot({"a": [1e-3, 1e-1, 1.0]}),
+            viz.accuracy_curves({"a": [0.5] * 20}, smooth=5),
+            viz.cell_trace_plot({"a": [0.0, 1.0]}), viz.timing_bars({"a": 0.01, "b": 0.02}),
+            viz.gate_frame(trace, 1)]
+    for fig in figs:
+        assert fig.axes
+        plt.close(fig)
+    box = widgets.lstm_gate_explorer(lstm, x, labels=["a", "b", "c", "d"], dpi=30)
+    assert box.frames == 4 and "lmlab-explorer" in box._dom_classes
+    frames = box.children[-1].children
+    pngs = [f.value for f in frames]
+    assert all(a != b for a, b in zip(pngs, pngs[1:], strict=False))  # every frame differs from the next
+    with pytest.raises(ValueError, match="labels has 2 entries"):
+        widgets.lstm_gate_explorer(lstm, x, labels=["a", "b"])
+    with pytest.raises(TypeError, match="lmlab.rnn.LSTM"):
+        widgets.lstm_gate_explorer(torch.nn.LSTM(3, 4), x)
