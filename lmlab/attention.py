@@ -349,7 +349,7 @@ class MultiHeadAttention(nn.Module):
         return (y, weights) if return_weights else y
 
     @classmethod
-    def from_torch(cls, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
+    def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
         """A copy of ``torch.nn.MultiheadAttention`` (self-attention, batch_first) weights."""
         if not mha._qkv_same_embed_dim:
             raise ValueError("from_torch needs kdim == vdim == embed_dim")

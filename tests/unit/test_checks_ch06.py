@@ -128,7 +128,7 @@ def test_adamw_names_l2():
 def test_adamw_refuses_torch_optimizer():
     def via_torch(p, g, m, v, t, lr, betas, eps, weight_decay):
         p = p.clone().requires_grad_(True)
-        opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         return p, m, v
 
     with pytest.raises(AssertionError, match="write yourself"):
