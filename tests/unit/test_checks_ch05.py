@@ -19,6 +19,15 @@ CHECKS = {
 }
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread beats two that wait for each other (10× on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # --------------------------------------------------------------------------- correct solutions
 
 
@@ -72,9 +81,7 @@ def block_forward_loops(x, p, n_heads):
         sl = slice(i * D, (i + 1) * D)
         out = torch.zeros(B, T, D, dtype=x.dtype)
         for t in range(T):
-            scores = q[:, t, sl] @ k[:, : t + 1, sl].transpose(-1, -2).squeeze(0) if B == 1 else \
-                torch.einsum("bd,bsd->bs", q[:, t, sl], k[:, : t + 1, sl])
-            scores = scores.reshape(B, t + 1) / math.sqrt(D)
+            scores = torch.einsum("bd,bsd->bs", q[:, t, sl], k[:, : t + 1, sl]) / math.sqrt(D)
             w = torch.exp(scores - scores.max(-1, keepdim=True).values)
             w = w / w.sum(-1, keepdim=True)
             out[:, t] = torch.einsum("bs,bsd->bd", w, v[:, : t + 1, sl])

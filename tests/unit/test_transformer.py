@@ -36,6 +36,15 @@ def tiny(**overrides) -> GPTConfig:
     return GPTConfig(**fields)
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread beats two that wait for each other (10× on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # --------------------------------------------------------------------------- LayerNorm
 
 
@@ -295,10 +304,10 @@ class ListCache:
 
 
 @pytest.mark.parametrize("chunks", [[1] * 9, [4, 1, 1, 3], [9]])
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
-def test_kv_cache_gives_the_same_logits(chunks, positions):
+@pytest.mark.parametrize("positions,fused", [("learned", False), ("sinusoidal", False), ("learned", True)])
+def test_kv_cache_gives_the_same_logits(chunks, positions, fused):
     torch.manual_seed(0)
-    model = GPT(tiny(positions=positions)).eval()
+    model = GPT(tiny(positions=positions, fused=fused)).eval()
     idx = torch.randint(0, 23, (2, 9))
     full, _ = model(idx)
     cache, start, pieces = ListCache(2), 0, []
@@ -310,9 +319,10 @@ def test_kv_cache_gives_the_same_logits(chunks, positions):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
 
 
-def test_left_padding_matches_unpadded_runs():
+@pytest.mark.parametrize("fused", [False, True])
+def test_left_padding_matches_unpadded_runs(fused):
     torch.manual_seed(0)
-    model = GPT(tiny()).eval()
+    model = GPT(tiny(fused=fused)).eval()
     seqs = [torch.randint(0, 23, (n,)) for n in (6, 3, 1)]
     T = 6
     idx = torch.zeros(3, T, dtype=torch.long)
@@ -386,3 +396,35 @@ def test_block_forward_equals_the_block_module():
         block_forward(x, {"W1": params["W1"]}, 3)
     assert gpt_param_count(50257, 1024, 12, 768) == 124_439_808
     assert gpt_param_count(50257, 1024, 12, 768, tied=False) == 124_439_808 + 50257 * 768
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_fused_kernels_compute_the_same_model(norm_first):
+    torch.manual_seed(0)
+    readable = GPT(tiny(norm_first=norm_first)).double()
+    fused = GPT(tiny(norm_first=norm_first, fused=True)).double()
+    fused.load_state_dict(readable.state_dict())
+    idx, targets = torch.randint(0, 23, (3, 16)), torch.randint(0, 23, (3, 16))
+    (a, la), (b, lb) = readable(idx, targets), fused(idx, targets)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    la.backward()
+    lb.backward()
+    for (name, p), q in zip(readable.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-10, msg=name)
+
+
+# --------------------------------------------------------------------------- explorer
+
+
+def test_model_calculator_explorer_frames_differ():
+    from lmlab.viz import model_calculator_figure
+    from lmlab.viz.core import figure_to_png
+    from lmlab.widgets import model_calculator_explorer
+
+    box = model_calculator_explorer(layers=(1, 2), width=(8,), heads=(2,), vocabulary=(10,), context=(16,))
+    assert box.frames == 2 and "lmlab-explorer" in box._dom_classes
+    a = figure_to_png(model_calculator_figure(1, 8, 2, 10, 16))
+    b = figure_to_png(model_calculator_figure(1, 8, 4, 10, 16))  # heads change the scores' memory
+    assert a != b
+    with pytest.raises(ValueError, match="not divisible by heads"):
+        model_calculator_explorer(width=(10,), heads=(3,))

@@ -1,0 +1,536 @@
+"""The Transformer: positions, LayerNorm, the feed-forward network, the block, a GPT.
+
+Read top to bottom, this module builds a decoder-only Transformer (GPT-2's architecture,
+as in Radford et al. 2019 and nanoGPT) out of small parts:
+
+* where a token is: learned position embeddings or :func:`sinusoidal_positions`
+  (Vaswani et al. 2017, section 3.5);
+* :class:`LayerNorm` (Ba et al. 2016) over the feature axis of each token;
+* :class:`FeedForward`: ``W2 · GELU(W1 · x + b1) + b2`` applied to each token;
+* :class:`CausalSelfAttention` on top of :func:`lmlab.attention.scaled_dot_product_attention`;
+* :class:`Block`: pre-LN by default, ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``;
+* :class:`GPT`: embeddings, ``n_layer`` blocks, a final LayerNorm, the language-model head.
+
+and counts what it costs: :func:`param_count` (closed form, equal to
+:func:`count_parameters` of the built model) and :func:`flops_per_token`.
+
+Shapes: ``B`` batch, ``T`` sequence length, ``C`` = ``n_embd``, ``H`` = ``n_head``,
+``D`` = ``C // H`` (head size), ``V`` = ``vocab_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.attention import scaled_dot_product_attention
+
+__all__ = [
+    "GPTConfig",
+    "layer_norm",
+    "LayerNorm",
+    "feed_forward",
+    "FeedForward",
+    "sinusoidal_positions",
+    "CausalSelfAttention",
+    "Block",
+    "block_forward",
+    "GPT",
+    "count_parameters",
+    "param_breakdown",
+    "param_count",
+    "gpt_param_count",
+    "flops_per_token",
+    "GPT2_CONFIGS",
+]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class GPTConfig:
+    """The hyper-parameters of a GPT (field names as in nanoGPT).
+
+    ``positions`` is ``"learned"`` (GPT-2: a trained table of ``block_size`` vectors) or
+    ``"sinusoidal"`` (the original Transformer's fixed sines and cosines, no parameters).
+    ``tie_weights`` shares the token embedding with the output head (GPT-2 does).
+    ``norm_first`` picks pre-LN blocks (GPT-2, the default) or post-LN (the 2017 paper, BERT).
+    ``fused=True`` runs the same maths on PyTorch's fused kernels (``F.layer_norm`` and
+    ``F.scaled_dot_product_attention``) instead of lmlab's written-out ones: same results
+    to float rounding, faster; use it to train, read the default to learn.
+    """
+
+    vocab_size: int = 50304
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    positions: str = "learned"
+    tie_weights: bool = True
+    norm_first: bool = True
+    fused: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                f"each head gets n_embd // n_head features"
+            )
+        if self.positions not in ("learned", "sinusoidal"):
+            raise ValueError(
+                f"GPTConfig.positions must be 'learned' or 'sinusoidal', got {self.positions!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+#: GPT-2's four sizes (Radford et al. 2019, table 2), with its real vocabulary of 50257.
+GPT2_CONFIGS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": GPTConfig(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": GPTConfig(vocab_size=50257, block_size=1024, n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": GPTConfig(vocab_size=50257, block_size=1024, n_layer=48, n_head=25, n_embd=1600),
+}
+
+
+# --------------------------------------------------------------------------- LayerNorm
+
+
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5
+) -> torch.Tensor:
+    """Normalize each vector along the last axis, then scale and shift.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the mean and the *biased*
+    variance (divide by C, not C - 1) of the last axis. x: (..., C); weight, bias: (C,)
+    or None. Returns (..., C).
+    """
+    mean = x.mean(dim=-1, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with an optional bias (``torch.nn.LayerNorm`` has none
+    to switch off before torch 2.1; GPT models without biases need that)."""
+
+    def __init__(self, ndim: int, *, bias: bool = True, eps: float = 1e-5, fused: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.fused = fused
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., C) -> (..., C)."""
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)} but this LayerNorm normalizes "
+                f"{self.weight.shape[0]} features: the last dimension must match"
+            )
+        if self.fused:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+# --------------------------------------------------------------------------- feed-forward
+
+
+def feed_forward(
+    x: torch.Tensor, W1: torch.Tensor, b1: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor
+) -> torch.Tensor:
+    """The position-wise feed-forward network ``GELU(x W1 + b1) W2 + b2``.
+
+    x: (..., C); W1: (C, 4C); b1: (4C,); W2: (4C, C); b2: (C,). Returns (..., C).
+    The first bias goes *inside* the GELU, the second after the last matmul. GELU is the
+    exact one, ``x · Φ(x)`` with the normal CDF Φ.
+    """
+    return F.gelu(x @ W1 + b1) @ W2 + b2
+
+
+class FeedForward(nn.Module):
+    """Two linear maps with a GELU between, applied to each position on its own.
+
+    The hidden width is ``4 · n_embd`` (Vaswani et al. 2017; GPT-2). Dropout acts on the
+    output, before it joins the residual stream.
+    """
+
+    def __init__(self, n_embd: int, *, hidden: int | None = None, bias: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = 4 * n_embd if hidden is None else hidden
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., C) -> (..., C)."""
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def sinusoidal_positions(T: int, d: int) -> torch.Tensor:
+    """The fixed position encodings of Vaswani et al. (2017), section 3.5: (T, d).
+
+    ``PE[p, 2i] = sin(p / 10000^(2i/d))`` and ``PE[p, 2i+1] = cos(p / 10000^(2i/d))``.
+    Each pair of features is a clock turning at its own speed, from once every 2π
+    positions down to once every 10000·2π.
+    """
+    if T < 0 or d < 1:
+        raise ValueError(f"sinusoidal_positions needs T >= 0 and d >= 1, got T={T}, d={d}")
+    position = torch.arange(T, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    rate = torch.pow(10000.0, -torch.arange(0, d, 2, dtype=torch.float64) / d)  # (ceil(d/2),)
+    angle = position * rate  # (T, ceil(d/2))
+    pe = torch.zeros(T, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : d // 2])
+    return pe.to(torch.get_default_dtype())
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: each token looks at itself and the tokens before it.
+
+    One ``c_attn`` linear map makes the queries, keys and values of all heads at once
+    (C -> 3C), the heads attend in parallel, ``c_proj`` mixes them back (C -> C).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.fused = config.fused
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout  # on the attention weights, while training
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        kv_cache=None,
+        layer_index: int = 0,
+    ) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C).
+
+        ``mask``: None for plain causal attention (bottom-right aligned when a cache holds
+        earlier keys), or a boolean (B, 1, T, T_total) tensor, True where a query may look.
+        ``kv_cache``: an object with ``update(layer_index, k, v) -> (k_all, v_all)``.
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, D): each head sees its own D features
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer_index, k, v)  # (B, H, T_total, D)
+        p = self.dropout if self.training else 0.0
+        if self.fused:
+            y = self._fused_attention(q, k, v, mask, p)
+        elif mask is None:
+            y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)
+        else:
+            y = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+    @staticmethod
+    def _fused_attention(q, k, v, mask, p):
+        T_q, T_k = q.shape[-2], k.shape[-2]
+        if mask is None and T_q != T_k:
+            # torch's is_causal aligns top-left; with cached keys we need bottom-right
+            mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(T_k - T_q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                              is_causal=mask is None)
+
+
+# --------------------------------------------------------------------------- block
+
+
+class Block(nn.Module):
+    """One Transformer block: attention then feed-forward, each inside a residual.
+
+    Pre-LN (``norm_first=True``, GPT-2): ``x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))``;
+    the residual stream itself is never normalized, which keeps gradients flowing in deep
+    stacks (Xiong et al. 2020). Post-LN (the 2017 paper): ``x = ln_1(x + attn(x));
+    x = ln_2(x + mlp(x))``.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
+        self.mlp = FeedForward(config.n_embd, bias=config.bias, dropout=config.dropout)
+
+    def forward(self, x: torch.Tensor, *, mask=None, kv_cache=None, layer_index: int = 0):
+        """x: (B, T, C) -> (B, T, C); ``mask``/``kv_cache`` as in :class:`CausalSelfAttention`."""
+        attend = lambda h: self.attn(h, mask=mask, kv_cache=kv_cache, layer_index=layer_index)  # noqa: E731
+        if self.norm_first:
+            x = x + attend(self.ln_1(x))
+            x = x + self.mlp(self.ln_2(x))
+        else:
+            x = self.ln_1(x + attend(x))
+            x = self.ln_2(x + self.mlp(x))
+        return x
+
+
+BLOCK_PARAMS = ("ln1_weight", "ln1_bias", "W_qkv", "b_qkv", "W_o", "b_o",
+                "ln2_weight", "ln2_bias", "W1", "b1", "W2", "b2")
+
+
+def block_forward(x: torch.Tensor, params: dict[str, torch.Tensor], n_heads: int) -> torch.Tensor:
+    """A pre-LN causal block written as one function of its weights (what :class:`Block` does).
+
+    x: (B, T, C). ``params``: ``ln1_weight``, ``ln1_bias``, ``ln2_weight``, ``ln2_bias`` (C,);
+    ``W_qkv`` (C, 3C) and ``b_qkv`` (3C,) whose outputs are [q | k | v]; ``W_o`` (C, C),
+    ``b_o`` (C,); ``W1`` (C, 4C), ``b1`` (4C,), ``W2`` (4C, C), ``b2`` (C,). Head ``h`` uses
+    features ``h·D : (h+1)·D`` of q, k and v. Returns (B, T, C).
+    """
+    missing = [name for name in BLOCK_PARAMS if name not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing}; expected the keys {list(BLOCK_PARAMS)}")
+    B, T, C = x.shape
+    if C % n_heads:
+        raise ValueError(f"x has {C} features, not divisible by n_heads={n_heads}")
+    p = params
+    h = layer_norm(x, p["ln1_weight"], p["ln1_bias"])
+    q, k, v = (h @ p["W_qkv"] + p["b_qkv"]).split(C, dim=-1)
+    heads = lambda t: t.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # noqa: E731
+    y = scaled_dot_product_attention(heads(q), heads(k), heads(v), causal=True)  # (B, H, T, D)
+    x = x + y.transpose(1, 2).reshape(B, T, C) @ p["W_o"] + p["b_o"]
+    h = layer_norm(x, p["ln2_weight"], p["ln2_bias"])
+    return x + feed_forward(h, p["W1"], p["b1"], p["W2"], p["b2"])
+
+
+# --------------------------------------------------------------------------- GPT
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model (GPT-2's architecture).
+
+    ``forward(idx, targets=None, *, kv_cache=None, attention_mask=None)`` returns
+    ``(logits, loss)``: logits (B, T, V) for the next token at every position, and the
+    mean cross-entropy against ``targets`` (B, T) when given (targets of -1 are ignored).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias, fused=config.fused),
+            )
+        )
+        if config.positions == "learned":
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            pe = sinusoidal_positions(config.block_size, config.n_embd)
+            self.register_buffer("pe", pe, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # One matrix both reads tokens in and scores them out (Press & Wolf 2017).
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2·n_layer),
+        # so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _positions(self, B: int, T: int, past: int, attention_mask) -> torch.Tensor:
+        """Position ids of the new tokens: (B, T) or (T,)."""
+        device = self.transformer.wte.weight.device
+        if attention_mask is None:
+            return torch.arange(past, past + T, device=device)
+        # A token's position is the number of real tokens before it, so left padding
+        # does not shift the positions of the real tokens.
+        pos = attention_mask.long().cumsum(dim=1) - 1
+        return pos.clamp(min=0)[:, past:]
+
+    def _embed_positions(self, pos: torch.Tensor, last: int | None) -> torch.Tensor:
+        """``last``: the largest position when known without reading ``pos`` (no sync)."""
+        last = int(pos.max()) if last is None else last
+        if last >= self.config.block_size:
+            raise ValueError(
+                f"position {last} is past block_size={self.config.block_size}: "
+                f"this model was built for at most {self.config.block_size} tokens of context"
+            )
+        if self.config.positions == "learned":
+            return self.transformer.wpe(pos)
+        return self.pe[pos]
+
+    def _check_inputs(self, idx, targets, past, attention_mask) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            got = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a (B, T) tensor of token ids, got {got}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"idx must hold integer token ids (torch.long), got dtype {idx.dtype}")
+        if idx.shape[1] == 0:
+            raise ValueError("idx has no tokens (shape (B, 0)): pass at least one token")
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets has shape {tuple(targets.shape)} but idx has shape "
+                f"{tuple(idx.shape)}: they must match"
+            )
+        if attention_mask is not None:
+            expected = (idx.shape[0], past + idx.shape[1])
+            if tuple(attention_mask.shape) != expected:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                    f"{expected} (batch, cached + new tokens)"
+                )
+
+    @staticmethod
+    def _attention_mask(attention_mask: torch.Tensor, past: int, T: int) -> torch.Tensor:
+        """(B, T_total) padding mask -> (B, 1, T, T_total) boolean, True = may attend."""
+        total = past + T
+        q_pos = torch.arange(past, total, device=attention_mask.device).unsqueeze(1)  # (T, 1)
+        k_pos = torch.arange(total, device=attention_mask.device).unsqueeze(0)  # (1, T_total)
+        causal = k_pos <= q_pos  # bottom-right aligned: query i sits at past + i
+        keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_total)
+        # A padding query may look at itself, so that no row is all masked (which would
+        # give NaN); real tokens never look at padding.
+        return (causal & keys) | (k_pos == q_pos)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache=None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) token ids -> (logits (B, T, V), loss or None).
+
+        ``kv_cache``: keys and values of earlier positions (``.length`` of them); the new
+        tokens sit at positions ``length, length + 1, ...``. ``attention_mask``: bool
+        (B, length + T), False at left padding, which no token attends to.
+        """
+        past = 0 if kv_cache is None else int(kv_cache.length)  # read once, before updates
+        self._check_inputs(idx, targets, past, attention_mask)
+        B, T = idx.shape
+        pos = self._positions(B, T, past, attention_mask)
+        last = past + T - 1 if attention_mask is None else None
+        x = self.transformer.wte(idx) + self._embed_positions(pos, last)  # (B, T, C)
+        x = self.transformer.drop(x)
+        mask = None if attention_mask is None else self._attention_mask(attention_mask, past, T)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask=mask, kv_cache=kv_cache, layer_index=i)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=-1
+            )
+        return logits, loss
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """The number of parameters in ``model``; a tied matrix counts once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # parameters() already yields a shared tensor once
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def param_breakdown(config: GPTConfig) -> dict[str, int]:
+    """Where the parameters of ``GPT(config)`` live, by closed form.
+
+    Keys: ``token embedding`` (V·C), ``position embedding`` (block_size·C if learned),
+    ``attention`` (per layer 4C² + 4C biases), ``feed-forward`` (per layer 8C² + 5C),
+    ``layer norms`` (2 per layer + the final one, 2C each or C without bias), ``output
+    head`` (V·C unless tied to the token embedding).
+    """
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    b = 1 if config.bias else 0
+    norm = C * (1 + b)
+    return {
+        "token embedding": V * C,
+        "position embedding": config.block_size * C if config.positions == "learned" else 0,
+        "attention": L * (C * 3 * C + b * 3 * C + C * C + b * C),
+        "feed-forward": L * (C * 4 * C + b * 4 * C + 4 * C * C + b * C),
+        "layer norms": (2 * L + 1) * norm,
+        "output head": 0 if config.tie_weights else V * C,
+    }
+
+
+def param_count(config: GPTConfig) -> int:
+    """The number of parameters of ``GPT(config)``, without building it."""
+    return sum(param_breakdown(config).values())
+
+
+def gpt_param_count(vocab_size: int, block_size: int, n_layer: int, n_embd: int,
+                    tied: bool = True) -> int:
+    """:func:`param_count` of a GPT-2-style model (biases, learned positions) from its sizes."""
+    config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
+                       n_head=1, n_embd=n_embd, tie_weights=tied)
+    return param_count(config)
+
+
+def flops_per_token(config: GPTConfig, seq_len: int | None = None, *, training: bool = False) -> int:
+    """Matmul FLOPs per token of a forward pass over ``seq_len`` tokens (default block_size).
+
+    Every weight matrix of shape (m, n) costs 2·m·n FLOPs per token (a multiply and an add
+    per weight): 2·(12·L·C² + V·C) with the output head. Attention adds, per layer and
+    token, 2·T·C for the scores q·kᵀ and 2·T·C for the weighted sum of values; this counts
+    the full T×T score matrix, as the usual kernels compute it (causal masking throws half
+    away). Norms, GELU and softmax are a few FLOPs per element, not counted. Training is
+    about 3× a forward pass (the backward pass costs twice the forward: gradients with
+    respect to both the inputs and the weights).
+    """
+    T = config.block_size if seq_len is None else seq_len
+    if T < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    weights = L * 12 * C * C + V * C
+    attention = L * 4 * T * C
+    forward = 2 * weights + attention
+    return 3 * forward if training else forward
