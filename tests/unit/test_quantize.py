@@ -250,6 +250,21 @@ def test_quantlinear_equals_linear_with_dequantized_weight(bits, group_size):
     assert layer.qweight.shape == (24, 32 if bits <= 4 else 64)
 
 
+def test_quantlinear_per_tensor():
+    torch.manual_seed(8)
+    linear = nn.Linear(32, 12)
+    for kernel in ("dequant", "int8"):
+        layer = QuantLinear.from_linear(linear, 8, group_size="tensor", kernel=kernel)
+        assert layer.scale.shape == (1, 1)
+        torch.testing.assert_close(layer.dequantized_weight(), fake_quantize(linear.weight.detach(), 8))
+        assert (layer(torch.randn(4, 32)) - linear(torch.randn(4, 32))).abs().max() < 10
+    layer = QuantLinear.from_linear(linear, 4, group_size="tensor")
+    fresh = QuantLinear(32, 12, bits=4, group_size="tensor")
+    fresh.load_state_dict(layer.state_dict())
+    with pytest.raises(ValueError, match="group_size"):
+        QuantLinear(32, 12, group_size="row")
+
+
 def test_quantlinear_int8_kernel_matches_its_float_definition():
     torch.manual_seed(5)
     linear = nn.Linear(96, 40)
