@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from lmlab.checks import PARTS
 
-from .course import graded_parts, student_cell, with_cells
 from .alternatives import ALTERNATIVES
+from .course import graded_parts, student_cell, with_cells
 
 
 @dataclass

@@ -9,20 +9,21 @@ HTML is produced for everyone. Seconds per submission are printed (run with -s).
 
 from __future__ import annotations
 
+import html
+import re
 import time
+from pathlib import Path
 
 import pytest
 
 from .course import ROOT, Course, chapters
 from .simulated_class import build
 
-CHAPTERS = [pytest.param(ch, marks=pytest.mark.xdist_group(ch)) for ch in chapters()]
+CHAPTERS = chapters()
 
 
-@pytest.fixture(scope="module", params=CHAPTERS)
-def graded(request, tmp_path_factory):
-    chapter = request.param
-    course = Course.create(tmp_path_factory.mktemp(chapter), chapter, cell_timeout=20)
+def grade_class(chapter: str, tmp: Path):
+    course = Course.create(tmp, chapter, cell_timeout=20)
     submissions = build(course.source(), course.release(), chapter)
     for sub in submissions:
         course.submit(sub.student, sub.notebook)
@@ -35,13 +36,22 @@ def graded(request, tmp_path_factory):
     return course, submissions, result
 
 
-def test_class_is_big_enough(graded):
-    _, submissions, _ = graded
+# One test per exercise (not one per assertion): the class is graded once, and pytest-xdist
+# hands whole exercises to its workers.
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_simulated_class(chapter, tmp_path):
+    course, submissions, result = grade_class(chapter, tmp_path)
     assert len(submissions) >= 12
+    log = result.stdout[-4000:] + result.stderr[-4000:]
+    check_scores(course, submissions, log)
+    check_crash_is_isolated(course, result)
+    check_feedback(course, submissions)
+    check_hidden_tests_stay_hidden(course)
+    check_no_drift(course)
+    check_no_solution_text(course)
 
 
-def test_every_submission_gets_its_expected_score(graded):
-    course, submissions, result = graded
+def check_scores(course, submissions, log):
     maxima = course.max_scores()
     wrong = []
     for sub in submissions:
@@ -52,22 +62,19 @@ def test_every_submission_gets_its_expected_score(graded):
                     for grade_id, points in maxima.items()}
         if got != expected:
             wrong.append(f"{sub.student} ({sub.note}): got {got}, expected {expected}")
-    assert not wrong, "\n".join(wrong) + "\n" + result.stdout[-4000:] + result.stderr[-4000:]
+    assert not wrong, "\n".join(wrong) + "\n" + log
 
 
-def test_a_crashing_kernel_does_not_stop_the_others(graded):
-    course, submissions, _ = graded
+def check_crash_is_isolated(course, result):
+    """A kernel that dies is reported by name; the others are graded as usual."""
     maxima = course.max_scores()
-    crash = course.scores("kernel-crash")
-    assert sum(crash.values()) < sum(maxima.values())
+    assert sum(course.scores("kernel-crash").values()) < sum(maxima.values())
     assert course.scores("correct") == maxima
-
-
-def test_feedback_html_for_every_graded_submission(graded):
-    course, submissions, result = graded
-    # nbgrader cannot autograde a notebook whose kernel died; it reports that student by
-    # name and goes on with the others. Everyone else gets feedback.
     assert "kernel-crash" in result.stdout + result.stderr
+
+
+def check_feedback(course, submissions):
+    # nbgrader cannot autograde a notebook whose kernel died, so it gets no feedback.
     missing = [s.student for s in submissions
                if s.student != "kernel-crash" and not course.feedback_html(s.student).exists()]
     assert not missing, f"no feedback for {missing}"
@@ -75,23 +82,17 @@ def test_feedback_html_for_every_graded_submission(graded):
     assert "Likely mistake" in course.feedback_html(mistaken).read_text()
 
 
-def test_feedback_does_not_reveal_hidden_tests(graded):
-    course, _, _ = graded
-    html = course.feedback_html("correct").read_text()
+def check_hidden_tests_stay_hidden(course):
+    text = html.unescape(re.sub(r"<[^>]+>", "", course.feedback_html("correct").read_text()))
     hidden = [line.strip() for cell in course.source().cells if "BEGIN HIDDEN TESTS" in cell.source
               for line in cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
               if line.strip()]
     assert hidden, "the exercise has hidden tests"
-    import html as html_lib
-    import re
-
-    text = html_lib.unescape(re.sub(r"<[^>]+>", "", html))
     leaked = [line for line in hidden if line in text]
     assert not leaked, f"feedback shows hidden tests: {leaked}"
 
 
-def test_no_drift_between_solutions_and_exercises(graded):
-    course, _, _ = graded
+def check_no_drift(course):
     released = course.root / "exercises" / course.chapter
     committed = ROOT / "exercises" / course.chapter
     fresh = {p.relative_to(released): p.read_bytes() for p in released.rglob("*") if p.is_file()}
@@ -101,8 +102,7 @@ def test_no_drift_between_solutions_and_exercises(graded):
         assert fresh[rel] == stored[rel], f"exercises/{course.chapter}/{rel} differs from a fresh release: run `make exercises`"
 
 
-def test_no_solution_text_in_exercises(graded):
-    course, _, _ = graded
+def check_no_solution_text(course):
     for path in (ROOT / "exercises" / course.chapter).glob("*.ipynb"):
         text = path.read_text()
         for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
