@@ -3,8 +3,11 @@ chapter's mistake catalogue, each with the score it must get.
 
 Rules used to predict scores:
 * a part's test fails when its function is wrong, raises, hangs or is missing;
-* a wrong function also fails every later part whose solution calls it (the cascade);
-  a function that merely delegates to lmlab still returns right answers, so it does not.
+* a later part whose solution calls a missing or broken function (raises, hangs, wrong
+  type) fails too (the cascade);
+* a later part that calls a *subtly* wrong function may or may not fail (a softmax without
+  the max shift is only wrong on large inputs), so its score is not predicted;
+* a function that merely delegates to lmlab still returns right answers: no cascade.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from .course import graded_parts, student_cell, with_cells
 class Submission:
     student: str
     notebook: object
-    failing: set[str] = field(default_factory=set)  # parts expected to score 0
+    failing: set[str] | None = field(default_factory=set)  # parts expected to score 0
     note: str = ""
+    unknown: set[str] = field(default_factory=set)  # parts whose score is not predicted
 
 
 def _def_line(source: str, name: str) -> str:
@@ -66,15 +70,18 @@ def build(source, blank, chapter: str) -> list[Submission]:
         if not mistakes:
             continue
         wrong = f"from lmlab.checks import PARTS\n{name} = PARTS[{name!r}].mistakes[0].fn\n"
-        subs.append(Submission(f"mistake-{name}", solution_with({s: wrong}), cascade(name),
-                               f"catalogued mistake {mistakes[0].name!r} in {name}"))
+        subs.append(Submission(f"mistake-{name}", solution_with({s: wrong}), {name},
+                               f"catalogued mistake {mistakes[0].name!r} in {name}",
+                               unknown=cascade(name) - {name}))
     mistaken = f"from lmlab.checks import PARTS\n{first} = PARTS[{first!r}].mistakes[0].fn\n"
     tampered = solution_with({s1: mistaken})
     tampered.cells[t1].source = "print('all tests passed')"
-    subs.append(Submission("tampered-test", tampered, cascade(first), "wrong answer, locked test cell replaced"))
+    subs.append(Submission("tampered-test", tampered, {first}, "wrong answer, locked test cell replaced",
+                           unknown=cascade(first) - {first}))
     deleted = solution_with({s1: mistaken})
     del deleted.cells[t1]
-    subs.append(Submission("deleted-test", deleted, cascade(first), "wrong answer, test cell deleted"))
+    subs.append(Submission("deleted-test", deleted, {first}, "wrong answer, test cell deleted",
+                           unknown=cascade(first) - {first}))
     header = _def_line(solved[s1], first)
     subs += [
         Submission("infinite-loop", solution_with({s1: f"{header}\n    while True:\n        pass\n"}),

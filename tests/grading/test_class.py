@@ -60,6 +60,9 @@ def check_scores(course, submissions, log):
         got = course.scores(sub.student)
         expected = {grade_id: (0.0 if grade_id.removeprefix("test_") in sub.failing else points)
                     for grade_id, points in maxima.items()}
+        for part in sub.unknown:  # a subtly wrong helper may or may not break its callers
+            got.pop(f"test_{part}", None)
+            expected.pop(f"test_{part}", None)
         if got != expected:
             wrong.append(f"{sub.student} ({sub.note}): got {got}, expected {expected}")
     assert not wrong, "\n".join(wrong) + "\n" + log
