@@ -48,8 +48,8 @@ stage lint    $BIN/ruff check lmlab tests tools benchmarks
 stage cache   $BIN/python -c "from lmlab.data import load_corpus; from lmlab.train import small_char_gpt; load_corpus(); small_char_gpt()"
 stage unit    $PYTEST tests/unit -n "$JOBS" --timeout 600
 stage grading $PYTEST tests/grading -n "$JOBS" --timeout 1800
-stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --timeout 600
-stage nbval-solutions $PYTEST --nbval-lax solutions -n "$JOBS" --timeout 600
+stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --dist loadfile --timeout 600
+stage nbval-solutions $PYTEST --nbval-lax solutions -n "$JOBS" --dist loadfile --timeout 600
 stage book    $BIN/jupyter-book build . --all -W --keep-going -q
 if browser_ready; then
   stage browser $PYTEST tests/browser --timeout 600
