@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import Result, compare
+from benchmarks.harness import Result, compare, threads
 from lmlab.attention import flash_attention, peak_memory, scaled_dot_product_attention
 
 NAME = "attention"
@@ -69,16 +69,12 @@ def _memory_and_error(T: int) -> list[Result]:
 
 def run(quick: bool = False) -> list[Result]:
     lengths = [128] if quick else [1024, 4096]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         results = []
         for T in lengths:
             results += _time_ratios(T, rounds=1 if quick else 3, repeat=1 if quick else 3)
         results += _memory_and_error(256 if quick else lengths[-1])
         return results
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

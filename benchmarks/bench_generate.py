@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import Result, compare
+from benchmarks.harness import Result, compare, threads
 from lmlab.generate import generate
 from lmlab.transformer import GPT, GPTConfig
 
@@ -36,12 +36,8 @@ def _model(block_size: int) -> GPT:
 def run(quick: bool = False) -> list[Result]:
     # One thread: for a model this small, a second thread costs more in synchronization
     # than it saves, and on a busy shared machine it can be 10x slower (spin-waiting).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[Result]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.harness import Result, compare
+from benchmarks.harness import Result, compare, threads
 from lmlab.transformer import GPT, GPTConfig
 
 NAME = "gpt"
@@ -88,12 +88,8 @@ def _step(model, idx, targets):
 def run(quick: bool = False) -> list[Result]:
     # One thread: on a shared 2-core machine two intra-op threads spend their time waiting
     # for each other and the ratio drowns in noise (IQR 0.4 with two, 0.004 with one).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[Result]:

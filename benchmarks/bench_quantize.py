@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from benchmarks.harness import Result, compare
+from benchmarks.harness import Result, compare, threads
 from lmlab.quantize import QuantLinear, has_int8_kernel, model_size_bytes, quantize_model
 
 NAME = "quantize"
@@ -37,12 +37,8 @@ def _dynamic(model: nn.Module) -> nn.Module:
 def speed(quick: bool) -> list[Result]:
     # One thread: on a shared machine a multi-threaded kernel waits for its slowest thread,
     # and a descheduled thread turns the timings into noise; per-core ratios stay meaningful.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         return _speed(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _speed(quick: bool) -> list[Result]:

@@ -9,14 +9,16 @@ times are not.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import torch
 from tqdm.auto import tqdm
 
 from lmlab.device import Timing, time_fn
 
-__all__ = ["Result", "compare", "ratio_stats"]
+__all__ = ["Result", "compare", "ratio_stats", "threads"]
 
 
 @dataclass
@@ -34,6 +36,21 @@ class Result:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@contextmanager
+def threads(n: int = 1) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the previous count.
+
+    Most benchmarks time both sides on one thread: on a shared machine a multi-threaded
+    kernel waits for its slowest (possibly descheduled) thread, and the ratio drowns in noise.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ratio_stats(ratios: list[float]) -> tuple[float, float]:
