@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -40,6 +41,7 @@ __all__ = [
     "pack_int4",
     "unpack_int4",
     "QuantLinear",
+    "QuantEmbedding",
     "quantize_model",
     "model_size_bytes",
     "has_int8_kernel",
@@ -246,7 +248,7 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([low, high], dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 
 
-# --------------------------------------------------------------------------- QuantLinear
+# --------------------------------------------------------------------------- integer kernels
 
 
 def has_int8_kernel() -> bool:
@@ -260,46 +262,164 @@ def has_int8_kernel() -> bool:
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-class QuantLinear(nn.Module):
-    """A Linear layer whose weight is stored as integers plus scales.
+@functools.cache
+def _has_onednn_int8() -> bool:
+    """Whether PyTorch ships oneDNN's int8 linear (x86 CPU builds do)."""
+    try:
+        torch.ops.onednn.qlinear_prepack  # noqa: B018 (looking the op up is the test)
+        torch.ops.onednn.qlinear_pointwise  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return torch.backends.mkldnn.is_available()
 
-    Buffers: ``qweight`` (``(out, in)`` int8, or ``(out, in/2)`` uint8 packed two per byte
-    when ``bits <= 4``), ``scale`` (``(out, in // group_size)``; ``(out, 1)`` per channel,
-    ``(1, 1)`` per tensor) and ``bias``. ``kernel="dequant"`` rebuilds the float weight at
-    each call; ``kernel="int8"`` (8 bits, not group-wise) quantizes the input per row (absmax) and
-    multiplies integers with ``torch._int_mm``, accumulating in int32.
+
+def _quantize_rows(x: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absmax int8 quantization of each row of activations: x (N, K) float ->
+    q (N, K) and scale (N, 1) float32, with ``x ≈ (q - offset) * scale``.
+
+    ``offset=0`` gives int8 ``q`` in [-127, 127]; ``offset=128`` gives the same levels as
+    uint8 in [1, 255] (oneDNN's fast int8 kernels want unsigned activations: VNNI's
+    ``vpdpbusd`` multiplies unsigned by signed bytes).
+    """
+    x = x.float()
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-30).div_(127)  # 0 rows stay exact
+    q = torch.div(x, scale).round_()  # |x / scale| <= 127: no clamp needed
+    if offset:
+        return q.add_(offset).to(torch.uint8), scale
+    return q.to(torch.int8), scale
+
+
+def _scale_and_shift(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``acc * scale + bias`` as float32, in one pass where there is a bias."""
+    return acc * scale if bias is None else torch.addcmul(bias, acc, scale)
+
+
+def _int_mm_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, K) float times an int8 weight ``qweight`` (out, K) with ``torch._int_mm``:
+    int8 × int8 products summed exactly in int32, then times the row scales and the weight
+    scales ``w_scale`` (1, out) float32, plus ``bias`` (out,). Returns (N, out) float32."""
+    xq, x_scale = _quantize_rows(x)
+    n = xq.shape[0]
+    if xq.is_cuda and n <= 16:  # CUDA's int8 GEMM wants more than 16 rows: pad with zeros
+        xq = F.pad(xq, (0, 0, 0, 17 - n))
+    acc = torch._int_mm(xq, qweight.t())  # (N, out) int32
+    if xq.is_cuda:
+        acc = acc[:n]
+    return _scale_and_shift(acc, x_scale * w_scale, bias)
+
+
+def _onednn_int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, K) float times a pre-packed int8 weight on oneDNN's u8 × s8 kernel, plus ``bias``.
+
+    ``packed`` = (weight packed by ``qlinear_prepack``, weight scales (out,), zero points
+    (out,)). oneDNN applies the weight scales; it takes one activation scale per call, so
+    the per-row scales are applied after. Returns (N, out) float32.
+    """
+    weight, w_scale, w_zero = packed
+    xq, x_scale = _quantize_rows(x, offset=128)
+    y = torch.ops.onednn.qlinear_pointwise(
+        xq, 1.0, 128, weight, w_scale, w_zero, None, 1.0, 0, torch.float32, "none", [], "")
+    return _scale_and_shift(y, x_scale, bias)
+
+
+# --------------------------------------------------------------------------- integer storage
+
+
+class _IntMatrix(nn.Module):
+    """A ``(rows, cols)`` float matrix kept as integers plus scales; the storage shared by
+    :class:`QuantLinear` (a row per output) and :class:`QuantEmbedding` (a row per token).
+
+    Buffers: ``qweight`` (``(rows, cols)`` int8, or ``(rows, cols/2)`` uint8 packed two per
+    byte when ``bits <= 4``) and ``scale`` (``(rows, cols // group_size)`` group-wise,
+    ``(rows, 1)`` per row, ``(1, 1)`` per tensor), stored in ``float_dtype``.
     """
 
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 8,
-        group_size: int | str | None = None, kernel: str = "dequant",
-    ) -> None:
+    def __init__(self, rows: int, cols: int, *, bits: int, group_size: int | str | None,
+                 float_dtype: torch.dtype) -> None:
         super().__init__()
         _check_bits(bits)
         if group_size == "tensor":
             scale_shape = (1, 1)
         elif group_size is None:
-            scale_shape = (out_features, 1)
+            scale_shape = (rows, 1)
         elif isinstance(group_size, int) and not isinstance(group_size, bool) and group_size > 0:
-            if in_features % group_size:
-                raise ValueError(
-                    f"in_features={in_features} is not a multiple of group_size={group_size}"
-                )
-            scale_shape = (out_features, in_features // group_size)
+            if cols % group_size:
+                raise ValueError(f"the weight's {cols} columns are not a multiple of group_size={group_size}")
+            scale_shape = (rows, cols // group_size)
         else:
             raise ValueError(
                 f"group_size must be None (per channel), 'tensor' or a positive int, got {group_size!r}"
             )
-        if bits <= 4 and in_features % 2:
-            raise ValueError(f"in_features={in_features} must be even to pack {bits}-bit weights")
-        self.in_features, self.out_features = in_features, out_features
+        if bits <= 4 and cols % 2:
+            raise ValueError(f"the weight has {cols} columns: it must be even to pack {bits}-bit values")
         self.bits, self.group_size = bits, group_size
+        packed_cols, dtype = (cols // 2, torch.uint8) if bits <= 4 else (cols, torch.int8)
+        self.register_buffer("qweight", torch.zeros(rows, packed_cols, dtype=dtype))
+        self.register_buffer("scale", torch.ones(scale_shape, dtype=float_dtype))
+
+    def _store(self, w: torch.Tensor) -> None:
+        """Quantize the float matrix ``w`` (rows, cols) into ``qweight`` and ``scale``."""
+        w = w.detach().float()
+        if self.group_size is None:
+            q, scale = quantize_absmax(w, self.bits, dim=0)  # scale (rows, 1)
+        elif self.group_size == "tensor":
+            q, scale = quantize_absmax(w, self.bits)
+            scale = scale.reshape(1, 1)
+        else:
+            q, scale = quantize_groupwise(w, self.bits, self.group_size)  # scale (rows, G)
+        self.qweight = pack_int4(q) if self.bits <= 4 else q
+        self.scale = scale.to(self.scale.dtype)
+
+    def _share(self, other: _IntMatrix) -> None:
+        """Use ``other``'s integers and scales (a tied matrix is stored once)."""
+        self.qweight, self.scale = other.qweight, other.scale
+
+    def int_weight(self) -> torch.Tensor:
+        """The integer matrix, unpacked: (rows, cols) int8."""
+        return unpack_int4(self.qweight) if self.bits <= 4 else self.qweight
+
+    def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The float matrix this layer computes with: (rows, cols), in ``dtype`` (default:
+        the scales' dtype). The product is taken in ``dtype``, so fp16 scales lose nothing
+        more than their own rounding."""
+        dtype = dtype or self.scale.dtype
+        return dequantize(self.int_weight(), self.scale.to(dtype))
+
+    def _grouping(self) -> str:
+        return {None: "per channel", "tensor": "per tensor"}.get(
+            self.group_size, f"group_size={self.group_size}")
+
+
+# --------------------------------------------------------------------------- QuantLinear
+
+
+class QuantLinear(_IntMatrix):
+    """A Linear layer whose weight is stored as integers plus scales.
+
+    Buffers: ``qweight`` (``(out, in)`` int8, or ``(out, in/2)`` uint8 packed two per byte
+    when ``bits <= 4``), ``scale`` (``(out, in // group_size)``; ``(out, 1)`` per channel,
+    ``(1, 1)`` per tensor) and ``bias``, the last two in ``float_dtype``.
+
+    ``kernel="dequant"`` rebuilds the float weight at each call. ``kernel="int8"`` (8 bits,
+    not group-wise) quantizes each input row to int8 (absmax) and multiplies integers,
+    accumulating in int32: with oneDNN's u8 × s8 kernel on a pre-packed copy of the
+    weight on x86 CPUs (the packed copy is a cache, rebuilt when ``qweight`` changes, and
+    takes as many bytes again), with ``torch._int_mm`` on GPUs, elsewhere, and for a
+    single input row (where it measured faster here).
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 8,
+        group_size: int | str | None = None, kernel: str = "dequant",
+        float_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(out_features, in_features, bits=bits, group_size=group_size,
+                         float_dtype=float_dtype)
+        self.in_features, self.out_features = in_features, out_features
         self.kernel = kernel
-        cols = in_features // 2 if bits <= 4 else in_features
-        dtype = torch.uint8 if bits <= 4 else torch.int8
-        self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
-        self.register_buffer("scale", torch.ones(scale_shape))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=float_dtype) if bias else None)
+        self._cache: dict[str, tuple] = {}  # derived forms of the weight for the int8 kernels
 
     @property
     def kernel(self) -> str:
@@ -319,35 +439,21 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_linear(
         cls, linear: nn.Linear, bits: int = 8, group_size: int | str | None = None,
-        kernel: str = "dequant",
+        kernel: str = "dequant", float_dtype: torch.dtype | None = None,
     ) -> QuantLinear:
         """Quantize ``linear.weight`` with absmax: per output channel (``group_size=None``),
-        per group of ``group_size`` inputs, or with one scale (``group_size="tensor"``)."""
+        per group of ``group_size`` inputs, or with one scale (``group_size="tensor"``).
+        Scales and bias are stored in ``float_dtype`` (default: the weight's dtype)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        w = linear.weight.detach()
+        w = linear.weight
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    bits=bits, group_size=group_size, kernel=kernel).to(w.device)
-        if group_size is None:
-            q, scale = quantize_absmax(w.float(), bits, dim=0)  # scale (out, 1)
-        elif group_size == "tensor":
-            q, scale = quantize_absmax(w.float(), bits)
-            scale = scale.reshape(1, 1)
-        else:
-            q, scale = quantize_groupwise(w.float(), bits, group_size)  # scale (out, G)
-        layer.qweight = pack_int4(q) if bits <= 4 else q
-        layer.scale = scale.to(w.dtype)
+                    bits=bits, group_size=group_size, kernel=kernel,
+                    float_dtype=float_dtype or w.dtype).to(w.device)
+        layer._store(w)
         if linear.bias is not None:
-            layer.bias = linear.bias.detach().clone()
+            layer.bias = linear.bias.detach().to(layer.scale.dtype, copy=True)
         return layer
-
-    def int_weight(self) -> torch.Tensor:
-        """The integer weight, unpacked: (out, in) int8."""
-        return unpack_int4(self.qweight) if self.bits <= 4 else self.qweight
-
-    def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The float weight this layer computes with: (out, in)."""
-        return dequantize(self.int_weight(), self.scale).to(dtype or self.scale.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
@@ -355,28 +461,91 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"x has shape {tuple(x.shape)}, expected (..., {self.in_features}) for this layer"
             )
-        if self.kernel == "int8":
-            return self._forward_int8(x)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantized_weight(x.dtype), bias)
-
-    def _forward_int8(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "dequant":
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.linear(x, self.dequantized_weight(x.dtype), bias)
         rows = x.reshape(-1, self.in_features)  # (N, in)
-        xq, xscale = quantize_absmax(rows.float(), 8, dim=0)  # per row: (N, in), (N, 1)
-        n = xq.shape[0]
-        if xq.is_cuda and n <= 16:  # CUDA's int8 GEMM wants more than 16 rows: pad with zeros
-            xq = F.pad(xq, (0, 0, 0, 17 - n))
-        acc = torch._int_mm(xq, self.qweight.t())[:n]  # (N, out) int32, exact
-        y = acc.float().mul_(xscale).mul_(self.scale.t())  # scale: (out, 1) -> (1, out)
-        if self.bias is not None:
-            y.add_(self.bias.float())
+        if rows.shape[0] > 1 and not rows.is_cuda and _has_onednn_int8():
+            y = _onednn_int8_linear(rows, self._cached("onednn", self._pack_for_onednn), self.bias)
+        else:
+            w_scale = self._cached("scale_row", lambda: self.scale.float().t().expand(1, self.out_features))
+            y = _int_mm_linear(rows, self.qweight, w_scale, self.bias)
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
+    def _cached(self, name: str, build: Callable[[], object]):
+        """``build()``'s result, kept until ``qweight`` or ``scale`` change (in place or not)."""
+        key = (self.qweight.data_ptr(), self.qweight._version, self.scale.data_ptr(), self.scale._version)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cache[name] = (key, build())
+        return hit[1]
+
+    def _pack_for_onednn(self) -> tuple:
+        """oneDNN's packed copy of ``qweight``, its scales as float32 (out,), zero points (out,)."""
+        weight = torch.ops.onednn.qlinear_prepack(self.qweight, None)
+        scales = self.scale.float().reshape(-1).expand(self.out_features).contiguous()
+        return weight, scales, torch.zeros(self.out_features, dtype=torch.int64)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state["_cache"] = {}  # oneDNN's packed tensor cannot be copied or pickled
+        return state
+
     def extra_repr(self) -> str:
-        grouping = {None: "per channel", "tensor": "per tensor"}.get(
-            self.group_size, f"group_size={self.group_size}")
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bits={self.bits}, {grouping}, kernel={self.kernel}")
+                f"bits={self.bits}, {self._grouping()}, kernel={self.kernel}")
+
+
+# --------------------------------------------------------------------------- QuantEmbedding
+
+
+class QuantEmbedding(_IntMatrix):
+    """An embedding table stored as integers plus scales; looks rows up, then dequantizes them.
+
+    Same buffers as :class:`QuantLinear` with a row per token (``(num_embeddings,
+    embedding_dim)``), so a table tied to an output head can share its integers with the
+    head's ``QuantLinear``. Returns vectors in ``output_dtype``.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, bits: int = 8,
+                 group_size: int | str | None = None, float_dtype: torch.dtype = torch.float32,
+                 output_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(num_embeddings, embedding_dim, bits=bits, group_size=group_size,
+                         float_dtype=float_dtype)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.output_dtype = output_dtype
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding, bits: int = 8,
+                       group_size: int | str | None = None,
+                       float_dtype: torch.dtype | None = None) -> QuantEmbedding:
+        """Quantize ``embedding.weight`` row by row (or per group / per tensor, as QuantLinear)."""
+        if not isinstance(embedding, nn.Embedding):
+            raise TypeError(f"embedding must be an nn.Embedding, got {type(embedding).__name__}")
+        if embedding.max_norm is not None:
+            raise ValueError("embedding has max_norm set: it rewrites rows on lookup, which "
+                             "integer storage cannot do")
+        w = embedding.weight
+        table = cls(embedding.num_embeddings, embedding.embedding_dim, bits=bits,
+                    group_size=group_size, float_dtype=float_dtype or w.dtype,
+                    output_dtype=w.dtype).to(w.device)
+        table._store(w)
+        return table
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (...) integer ids -> (..., embedding_dim) vectors."""
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            raise TypeError(f"idx has dtype {idx.dtype}: look up integer token ids")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise IndexError(f"idx holds ids from {int(idx.min())} to {int(idx.max())}, "
+                             f"expected 0 .. {self.num_embeddings - 1}")
+        rows = self.qweight[idx]  # (..., cols or cols/2)
+        q = unpack_int4(rows) if self.bits <= 4 else rows
+        scale = self.scale[idx] if self.scale.shape[0] > 1 else self.scale[0]
+        return dequantize(q, scale.to(self.output_dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, {self._grouping()}"
 
 
 # --------------------------------------------------------------------------- whole models
@@ -388,30 +557,63 @@ def _skipped(name: str, skip: Iterable[str] | Callable[[str], bool]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in skip)
 
 
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _cast_floats(model: nn.Module, dtype: torch.dtype) -> None:
+    """Store every float parameter and buffer outside the integer layers in ``dtype``."""
+    for module in model.modules():
+        if isinstance(module, _IntMatrix):
+            continue
+        for p in module.parameters(recurse=False):
+            if p.is_floating_point():
+                p.data = p.data.to(dtype)
+        for name, b in module.named_buffers(recurse=False):
+            if b is not None and b.is_floating_point():
+                setattr(module, name, b.to(dtype))
+
+
 def quantize_model(
     model: nn.Module, bits: int, group_size: int | str | None = None, *,
     skip: Iterable[str] | Callable[[str], bool] = (), kernel: str = "dequant",
-    inplace: bool = False,
+    embeddings: bool = True, float_dtype: torch.dtype | None = None, inplace: bool = False,
 ) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` with a :class:`QuantLinear`.
+    """Replace every ``nn.Linear`` of ``model`` with a :class:`QuantLinear` (and, with
+    ``embeddings``, every ``nn.Embedding`` with a :class:`QuantEmbedding`).
 
-    ``group_size``: ``None`` (one scale per output channel), an int (one per group of that
-    many inputs) or ``"tensor"`` (one scale per matrix).
+    ``group_size``: ``None`` (one scale per output channel, per token for embeddings), an
+    int (one per group of that many inputs) or ``"tensor"`` (one scale per matrix).
     ``skip`` holds glob patterns of module names to keep in float (``["lm_head", "*.attn.*"]``)
-    or a predicate on the name. Works on a deep copy unless ``inplace``. A Linear whose
-    ``in_features`` is not a multiple of ``group_size`` raises ``ValueError``.
+    or a predicate on the name. An output head tied to a quantized embedding shares its
+    integers, so the tied matrix is still stored once.
+    ``float_dtype`` (e.g. ``torch.float16``) stores everything that stays floating point
+    (scales, biases, norms, other buffers) in that dtype, as deployment formats do;
+    computation still runs in the input's dtype, so the model's modules must accept
+    parameters of a smaller float type (lmlab's GPT does; ``torch.nn.LayerNorm`` does not).
+    Works on a deep copy unless ``inplace``. A matrix whose columns are not a multiple of
+    ``group_size`` raises ``ValueError``.
     """
     _check_bits(bits)
     if isinstance(skip, str):
         skip = [skip]
     target = model if inplace else copy.deepcopy(model)
-    linears = [(name, m) for name, m in target.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in linears:
-        if _skipped(name, skip):
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = target.get_submodule(parent_name) if parent_name else target
-        setattr(parent, child, QuantLinear.from_linear(linear, bits, group_size, kernel))
+    tables: dict[int, QuantEmbedding] = {}  # id of the float weight -> its integer table
+    for name, module in list(target.named_modules()):
+        if embeddings and isinstance(module, nn.Embedding) and not _skipped(name, skip):
+            table = QuantEmbedding.from_embedding(module, bits, group_size, float_dtype)
+            tables[id(module.weight)] = table
+            _replace(target, name, table)
+    for name, module in list(target.named_modules()):
+        if isinstance(module, nn.Linear) and not _skipped(name, skip):
+            layer = QuantLinear.from_linear(module, bits, group_size, kernel, float_dtype)
+            if id(module.weight) in tables:  # an output head tied to the embedding
+                layer._share(tables[id(module.weight)])
+            _replace(target, name, layer)
+    if float_dtype is not None:
+        _cast_floats(target, float_dtype)
     return target
 
 

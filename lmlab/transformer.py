@@ -145,7 +145,9 @@ class LayerNorm(nn.Module):
                 f"{self.weight.shape[0]} features: the last dimension must match"
             )
         if self.fused:
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+            # weights may be stored in a smaller float type (quantize_model(float_dtype=...))
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.layer_norm(x, self.weight.shape, self.weight.to(x.dtype), bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps)
 
 
@@ -375,11 +377,10 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ helpers
 
-    def _positions(self, B: int, T: int, past: int, attention_mask) -> torch.Tensor:
-        """Position ids of the new tokens: (B, T) or (T,)."""
-        device = self.transformer.wte.weight.device
+    def _positions(self, idx: torch.Tensor, past: int, attention_mask) -> torch.Tensor:
+        """Position ids of the new tokens ``idx`` (B, T): (B, T) or (T,)."""
         if attention_mask is None:
-            return torch.arange(past, past + T, device=device)
+            return torch.arange(past, past + idx.shape[1], device=idx.device)
         # A token's position is the number of real tokens before it, so left padding
         # does not shift the positions of the real tokens.
         pos = attention_mask.long().cumsum(dim=1) - 1
@@ -449,7 +450,7 @@ class GPT(nn.Module):
         past = 0 if kv_cache is None else int(kv_cache.length)  # read once, before updates
         self._check_inputs(idx, targets, past, attention_mask)
         B, T = idx.shape
-        pos = self._positions(B, T, past, attention_mask)
+        pos = self._positions(idx, past, attention_mask)
         last = past + T - 1 if attention_mask is None else None
         x = self.transformer.wte(idx) + self._embed_positions(pos, last)  # (B, T, C)
         x = self.transformer.drop(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import pytest
@@ -10,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from lmlab import quantize
 from lmlab.quantize import (
+    QuantEmbedding,
     QuantLinear,
     dequantize,
     fake_quantize,
@@ -277,6 +281,46 @@ def test_quantlinear_int8_kernel_matches_its_float_definition():
     assert (layer(x) - linear(x)).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("rows", [1, 2, 33])
+def test_int8_kernels_agree_with_exact_integer_arithmetic(rows):
+    """oneDNN's u8 x s8 kernel (activations shifted by 128) and torch._int_mm both give
+    sum(q_x q_w) * scale_x * scale_w, checked against the same sum in float64."""
+    torch.manual_seed(rows)
+    layer = QuantLinear.from_linear(nn.Linear(64, 48), 8, kernel="int8")
+    x = torch.randn(rows, 64)
+    xq, x_scale = quantize._quantize_rows(x)
+    exact = (xq.double() @ layer.qweight.double().T) * x_scale.double() * layer.scale.double().T
+    via_int_mm = quantize._int_mm_linear(x, layer.qweight, layer.scale.T)
+    torch.testing.assert_close(via_int_mm.double(), exact, rtol=1e-6, atol=1e-6)
+    if quantize._has_onednn_int8():
+        via_onednn = quantize._onednn_int8_linear(x, layer._pack_for_onednn())
+        torch.testing.assert_close(via_onednn.double(), exact, rtol=1e-6, atol=1e-6)
+    shifted, same_scale = quantize._quantize_rows(x, offset=128)
+    assert shifted.dtype == torch.uint8 and torch.equal(shifted.int() - 128, xq.int())
+    assert torch.equal(same_scale, x_scale)
+
+
+def test_quantize_rows_handles_a_zero_row():
+    xq, scale = quantize._quantize_rows(torch.tensor([[0.0, 0.0], [1.0, -2.0]]))
+    assert torch.equal(xq, torch.tensor([[0, 0], [64, -127]], dtype=torch.int8))
+    assert (scale > 0).all()
+
+
+def test_int8_kernel_cache_follows_the_weight_and_survives_copies():
+    torch.manual_seed(9)
+    layer = QuantLinear.from_linear(nn.Linear(32, 16), 8, kernel="int8")
+    x = torch.randn(4, 32)
+    before = layer(x)  # builds the packed copy
+    other = QuantLinear.from_linear(nn.Linear(32, 16), 8)
+    layer.load_state_dict(other.state_dict())  # new weights: the cache must be rebuilt
+    expected = x @ other.dequantized_weight().T  # up to activation rounding
+    assert (layer(x) - other.bias - expected).abs().max() < 0.05
+    assert not torch.allclose(layer(x), before)
+    clone = copy.deepcopy(layer)  # an oneDNN tensor cannot be copied: the cache is dropped
+    torch.testing.assert_close(clone(x), layer(x))
+    torch.testing.assert_close(pickle.loads(pickle.dumps(layer))(x), layer(x))
+
+
 def test_quantlinear_int8_close_to_torch_dynamic_quantization():
     torch.manual_seed(6)
     model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 64))
@@ -335,6 +379,61 @@ def test_quantize_model_swaps_linears_and_keeps_original():
     assert (q(ids) - model(ids)).abs().max() < 0.05
     q_all = quantize_model(model, 4, group_size=16, skip=lambda name: False)
     assert isinstance(q_all.lm_head, QuantLinear)
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 16), (8, "tensor")])
+def test_quant_embedding_looks_up_dequantized_rows(bits, group_size):
+    torch.manual_seed(10)
+    emb = nn.Embedding(50, 32)
+    table = QuantEmbedding.from_embedding(emb, bits, group_size)
+    w_hat = fake_quantize(emb.weight.detach(), bits, dim=0 if group_size is None else None,
+                          group_size=group_size if isinstance(group_size, int) else None)
+    ids = torch.randint(0, 50, (3, 7))
+    torch.testing.assert_close(table(ids), nn.functional.embedding(ids, w_hat), rtol=0, atol=0)
+    torch.testing.assert_close(table.dequantized_weight(), w_hat, rtol=0, atol=0)
+    with pytest.raises(IndexError, match="idx"):
+        table(torch.tensor([0, 50]))
+    with pytest.raises(IndexError, match="idx"):
+        table(torch.tensor([-1]))  # would silently wrap around with plain indexing
+    with pytest.raises(TypeError, match="idx"):
+        table(torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="max_norm"):
+        QuantEmbedding.from_embedding(nn.Embedding(5, 4, max_norm=1.0))
+
+
+def test_quantize_model_keeps_a_tied_head_tied():
+    torch.manual_seed(11)
+    model = Tied()
+    q = quantize_model(model, 8)
+    assert isinstance(q.emb, QuantEmbedding) and isinstance(q.lm_head, QuantLinear)
+    assert q.lm_head.qweight is q.emb.qweight and q.lm_head.scale is q.emb.scale
+    ints = 50 * 32 + 32 * 64 + 64 * 32  # one byte each, the tied matrix once
+    scales_and_biases = 4 * (50 + 64 + 32) + 4 * (64 + 32)
+    assert model_size_bytes(q) == ints + scales_and_biases
+    ids = torch.randint(0, 50, (2, 6))
+    assert (q(ids) - model(ids)).abs().max() < 0.05
+    untied = quantize_model(model, 8, skip=["emb"])  # the head gets its own integer copy
+    assert isinstance(untied.emb, nn.Embedding) and isinstance(untied.lm_head, QuantLinear)
+    assert isinstance(quantize_model(model, 8, embeddings=False).emb, nn.Embedding)
+
+
+def test_quantize_model_float_dtype_stores_the_float_parts_small():
+    from lmlab.transformer import GPT, GPTConfig
+
+    torch.manual_seed(12)
+    for fused in (False, True):
+        model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32,
+                              fused=fused)).eval()
+        ids = torch.randint(0, 40, (2, 16))
+        for kernel in ("dequant", "int8"):
+            q = quantize_model(model, 8, kernel=kernel, float_dtype=torch.float16)
+            floats = [t for t in list(q.parameters()) + list(q.buffers()) if t.is_floating_point()]
+            assert floats and all(t.dtype == torch.float16 for t in floats)
+            logits, _ = q(ids)
+            assert logits.dtype == torch.float32
+            assert (logits - model(ids)[0]).abs().max() < 0.05
+        fp32_parts = quantize_model(model, 8)
+        assert model_size_bytes(q) < model_size_bytes(fp32_parts) < model_size_bytes(model) / 3
 
 
 def test_model_size_bytes_counts_shared_weights_once_and_shrinks():
