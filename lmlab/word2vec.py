@@ -21,6 +21,8 @@ with a linearly decaying learning rate updates only the rows a batch touches.
 
 from __future__ import annotations
 
+import array
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -56,12 +58,8 @@ class Vocab:
     @classmethod
     def build(cls, tokens: Iterable[str] | Iterable[Sequence[str]], min_count: int = 1) -> Vocab:
         """Count a flat list of words or a list of sentences (lists of words)."""
-        counts: Counter = Counter()
-        for item in tokens:
-            if isinstance(item, str):
-                counts[item] += 1
-            else:
-                counts.update(item)
+        counts = Counter(itertools.chain.from_iterable(
+            [item] if isinstance(item, str) else item for item in tokens))
         if not counts:
             raise ValueError("tokens is empty: nothing to build a vocabulary from")
         return cls(dict(counts), min_count)
@@ -110,9 +108,9 @@ class Vocab:
     def negative_table(self, size: int = 1_000_000, power: float = 0.75) -> torch.Tensor:
         """word2vec.c's table: word ``w`` fills a share ``noise_distribution()[w]`` of
         ``size`` slots, so ``table[randint(size)]`` draws a negative in O(1). (size,) int64."""
-        cdf = self.noise_distribution(power).cumsum(0)
-        slots = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-        return torch.searchsorted(cdf, slots).clamp_(max=len(self) - 1)
+        ends = (self.noise_distribution(power).cumsum(0) * size).round().long()  # (V,)
+        slots = torch.diff(ends, prepend=ends.new_zeros(1))                      # (V,)
+        return torch.arange(len(self)).repeat_interleave(slots)
 
 
 # --------------------------------------------------------------------------- the objective
@@ -164,25 +162,36 @@ def _reduced_windows(n: int, window: int, generator: torch.Generator) -> torch.T
     return torch.randint(1, window + 1, (n,), generator=generator)
 
 
+def _context_slots(sentence: torch.Tensor, window: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of every position's 2 * window neighbours are its context words.
+
+    sentence: (N,) sentence numbers, each sentence one contiguous run. Returns offsets
+    (2W,) = -W..-1, 1..W and a mask (N, 2W), True where position ``i + offsets[k]`` lies
+    inside position ``i``'s reduced window and its sentence.
+    """
+    n = len(sentence)
+    b = _reduced_windows(n, window, generator)                                    # (N,)
+    pos = torch.arange(n)
+    _, length = torch.unique_consecutive(sentence, return_counts=True)            # (S,)
+    last = (length.cumsum(0) - 1).repeat_interleave(length)                       # (N,)
+    first = last - length.repeat_interleave(length) + 1                           # (N,)
+    distance = torch.arange(1, window + 1)                                        # (W,)
+    left = distance.flip(0) <= torch.minimum(b, pos - first)[:, None]             # (N, W)
+    right = distance <= torch.minimum(b, last - pos)[:, None]                     # (N, W)
+    return torch.cat([-distance.flip(0), distance]), torch.cat([left, right], 1)
+
+
 def skipgram_pairs(ids: torch.Tensor, sentence: torch.Tensor, window: int,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """All (center, context) pairs inside each position's reduced window, same sentence.
 
-    ids, sentence: (N,) word ids and sentence numbers. Returns centers, contexts: (P,).
+    ids, sentence: (N,) word ids and sentence numbers (each sentence one contiguous run).
+    Returns centers, contexts: (P,), position by position.
     """
-    n = len(ids)
-    b = _reduced_windows(n, window, generator)
-    pos = torch.arange(n)
-    centers, contexts = [], []
-    for off in range(1, window + 1):
-        for sign in (-1, 1):
-            j = pos + sign * off
-            ok = (j >= 0) & (j < n) & (b >= off)
-            i, j = pos[ok], j[ok]
-            same = sentence[i] == sentence[j]
-            centers.append(ids[i[same]])
-            contexts.append(ids[j[same]])
-    return torch.cat(centers), torch.cat(contexts)
+    offsets, mask = _context_slots(sentence, window, generator)
+    center, slot = mask.nonzero(as_tuple=True)                                    # (P,)
+    return ids[center], ids[center + offsets[slot]]
 
 
 def cbow_windows(ids: torch.Tensor, sentence: torch.Tensor, window: int,
@@ -191,16 +200,10 @@ def cbow_windows(ids: torch.Tensor, sentence: torch.Tensor, window: int,
 
     Positions with no context word (one-word sentences) are dropped.
     """
-    n = len(ids)
-    b = _reduced_windows(n, window, generator)
-    pos = torch.arange(n)
-    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)])  # (2W,)
-    j = pos[:, None] + offsets                                                    # (N, 2W)
-    inside = (j >= 0) & (j < n)
-    jc = j.clamp(0, n - 1)
-    mask = inside & (offsets.abs() <= b[:, None]) & (sentence[jc] == sentence[:, None])
+    offsets, mask = _context_slots(sentence, window, generator)                  # (N, 2W)
     keep = mask.any(1)
-    return ids[jc][keep], mask[keep], ids[keep]
+    slots = (torch.arange(len(ids))[:, None] + offsets).clamp_(0, len(ids) - 1)  # (N, 2W)
+    return ids[slots[keep]], mask[keep], ids[keep]
 
 
 # --------------------------------------------------------------------------- vectors
@@ -314,27 +317,29 @@ class Word2Vec(nn.Module):
         B, K = negatives.shape
         h = self.hidden(inputs, mask)                                   # (B, d)
         out_ids = torch.cat([targets[:, None], negatives], 1)           # (B, 1+K)
-        u = w_out.index_select(0, out_ids.reshape(-1)).view(B, K + 1, self.dim)
-        signed = (u * h.unsqueeze(1)).sum(-1)  # (B, 1+K) scores (faster than bmm here)
-        signed[:, 1:].neg_()            # noise words: the loss is about sigma(-score)
-        loss = -F.logsigmoid(signed)                                    # (B, 1+K)
-        g = torch.sigmoid(signed).sub_(1)                               # sigma(s) - 1 ...
-        g[:, 1:].neg_()                 # ... and 1 - sigma(-s) = sigma(s) for noise words
+        u = w_out.index_select(0, out_ids.view(-1)).view(B, K + 1, self.dim)  # (B, 1+K, d)
+        scores = torch.bmm(h.unsqueeze(1), u.transpose(1, 2)).squeeze(1)  # (B, 1+K)
+        labels = scores.new_zeros(K + 1)
+        labels[0] = 1.0                                 # the true word, then K noise words
+        # lr * (y - sigma(score)) = -lr * dloss/dscore. lr goes in here rather than into
+        # index_add_(alpha=-lr) below, which is several times slower than without alpha.
+        step = (labels - torch.sigmoid(scores)).mul_(lr)                # (B, 1+K)
         # A negative that happens to be the true word is skipped (as in word2vec.c).
         clash = negatives == targets[:, None]                           # (B, K)
-        g[:, 1:].masked_fill_(clash, 0.0)
-        loss[:, 1:].masked_fill_(clash, 0.0)
-        loss = loss.sum(1)
-        grad_h = torch.bmm(g.unsqueeze(1), u).squeeze(1)                # (B, d)
-        grad_u = g.unsqueeze(-1) * h.unsqueeze(1)                       # (B, 1+K, d)
-        w_out.index_add_(0, out_ids.reshape(-1), grad_u.reshape(-1, self.dim), alpha=-lr)
+        step[:, 1:].masked_fill_(clash, 0.0)
+        # step_h[b] = sum_k step[b, k] u[b, k]; embedding_bag does it faster than a bmm.
+        step_h = F.embedding_bag(out_ids, w_out, per_sample_weights=step, mode="sum")  # (B, d)
+        step_u = step.unsqueeze(-1) * h.unsqueeze(1)                    # (B, 1+K, d)
+        w_out.index_add_(0, out_ids.view(-1), step_u.view(-1, self.dim))
         if self.mode == "skipgram":
-            w_in.index_add_(0, inputs, grad_h, alpha=-lr)
+            w_in.index_add_(0, inputs, step_h)
         else:
             m = mask.to(h.dtype)
-            share = (grad_h / m.sum(1, keepdim=True)).unsqueeze(1) * m.unsqueeze(-1)  # (B, C, d)
-            w_in.index_add_(0, inputs.reshape(-1), share.reshape(-1, self.dim), alpha=-lr)
-        return float(loss.mean())
+            share = (step_h / m.sum(1, keepdim=True)).unsqueeze(1) * m.unsqueeze(-1)  # (B, C, d)
+            w_in.index_add_(0, inputs.reshape(-1), share.view(-1, self.dim))
+        loss = F.binary_cross_entropy_with_logits(scores, labels.expand(B, -1), reduction="none")
+        loss[:, 1:].masked_fill_(clash, 0.0)
+        return float(loss.sum()) / B
 
     @property
     def wv(self) -> WordVectors:
@@ -357,8 +362,16 @@ class Word2Vec(nn.Module):
 @dataclass
 class _Corpus:
     ids: torch.Tensor       # (N,) word ids, unknown words removed
-    sentence: torch.Tensor  # (N,) which sentence each word is in
-    n_words: int = 0        # raw words, unknown included (for words/s)
+    sentence: torch.Tensor  # (N,) which sentence each word is in, non-decreasing
+    n_words: float = 0      # raw words, unknown included (for words/s)
+
+    def split(self, parts: int) -> list[_Corpus]:
+        """``parts`` runs of whole sentences with about the same number of words each."""
+        n = len(self.ids)
+        cut_sentences = self.sentence[[k * n // parts for k in range(1, parts)]]
+        cuts = [0, *torch.searchsorted(self.sentence, cut_sentences).tolist(), n]
+        return [_Corpus(self.ids[a:b], self.sentence[a:b], self.n_words * (b - a) / n)
+                for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def _as_sentences(tokens) -> list[Sequence[str]]:
@@ -371,13 +384,17 @@ def _as_sentences(tokens) -> list[Sequence[str]]:
 
 
 def _encode(sentences: list[Sequence[str]], vocab: Vocab) -> _Corpus:
-    ids, sent, n = [], [], 0
-    for s, words in enumerate(sentences):
-        n += len(words)
-        e = vocab.encode(words)
-        ids.extend(e)
-        sent.extend([s] * len(e))
-    return _Corpus(torch.tensor(ids, dtype=torch.long), torch.tensor(sent, dtype=torch.long), n)
+    words = list(itertools.chain.from_iterable(sentences))
+    ids = _long_tensor([vocab.stoi.get(w, -1) for w in words])                    # (N,)
+    lengths = _long_tensor([len(s) for s in sentences])                           # (S,)
+    sentence = torch.arange(len(sentences)).repeat_interleave(lengths)            # (N,)
+    known = ids >= 0
+    return _Corpus(ids[known], sentence[known], len(words))
+
+
+def _long_tensor(values: list[int]) -> torch.Tensor:
+    # A few times faster than torch.tensor(values) on long lists: one copy of a C array.
+    return torch.frombuffer(array.array("q", values), dtype=torch.long)
 
 
 def train_word2vec(tokens: Iterable[str] | Iterable[Sequence[str]], *, mode: str = "skipgram",
@@ -389,17 +406,19 @@ def train_word2vec(tokens: Iterable[str] | Iterable[Sequence[str]], *, mode: str
 
     Windows never cross a sentence boundary. ``lr`` decays linearly from its start
     (0.025 for skip-gram, 0.05 for CBOW, as word2vec.c) to 1e-4 of it. The model's
-    ``history`` holds the mean batch loss of every 1% of training (fewer entries when a
-    batch spans more than 1%); ``words_per_second`` the throughput (raw words times
-    epochs over wall time).
+    ``history`` holds the mean loss of the batches starting in every 1% of training (fewer
+    entries when a batch spans more than 1%); ``words_per_second`` the throughput (raw
+    words times epochs over wall time).
 
-    ``workers > 1`` runs that many threads on interleaved batches without locks, the way
-    word2vec.c and gensim do ("Hogwild", Recht et al. 2011): faster on a multi-core CPU,
-    but no longer bit-for-bit reproducible, and with a small vocabulary and big batches the
-    stale concurrent updates can diverge. Each worker uses one torch thread
-    (``torch.set_num_threads(1)`` for the duration, restored afterwards).
+    ``workers > 1`` splits the sentences into that many parts and runs one thread per part
+    on the shared vectors without locks, the way word2vec.c and gensim do ("Hogwild",
+    Recht et al. 2011): faster on a multi-core CPU, but no longer bit-for-bit reproducible,
+    and with a small vocabulary and big batches the stale concurrent updates can diverge.
+    Each worker uses one torch thread (``torch.set_num_threads(1)`` for the duration,
+    restored afterwards): the steps are many small ops that extra threads only slow down.
     """
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
@@ -417,37 +436,39 @@ def train_word2vec(tokens: Iterable[str] | Iterable[Sequence[str]], *, mode: str
     model = Word2Vec(vocab, dim, mode, generator=gen).to(device)
     table = vocab.negative_table()
     keep = vocab.keep_probs(sample).float()
+    # Worker 0 goes on with the seeded stream; the others get streams drawn from it.
+    gens = [gen] + [torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=gen)))
+                    for _ in range(workers - 1)]
+    losses: list[tuple[float, float]] = []  # (share of training done, batch loss)
+
+    def work(part: _Corpus, generator: torch.Generator) -> None:
+        # All epochs over its own part, as in word2vec.c: no waiting for the others.
+        for epoch in range(epochs):
+            examples, all_negs = _epoch_examples(part, keep, table, mode, window, negatives,
+                                                 generator)
+            n = len(examples[0])
+            for s in range(0, n, batch_size):
+                done = (epoch + s / n) / epochs
+                batch = [t[s:s + batch_size].to(device) for t in examples]
+                loss = model.sgd_step(batch[0], batch[1], all_negs[s:s + batch_size].to(device),
+                                      lr0 * max(1e-4, 1 - done),
+                                      mask=batch[2] if mode == "cbow" else None)
+                losses.append((done, loss))
+                bar.update(part.n_words * len(batch[0]) / n)
 
     start = time.perf_counter()
     bar = tqdm(total=corpus.n_words * epochs, desc=f"word2vec {mode}", unit="word",
                disable=not progress)
     previous_threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
-        for epoch in range(epochs):
-            examples, all_negs = _epoch_examples(corpus, keep, table, mode, window,
-                                                 negatives, gen)
-            n = len(examples[0])
-            starts = list(range(0, n, batch_size))
-            losses = [0.0] * len(starts)
-
-            def work(k: int, epoch: int = epoch, examples=examples, all_negs=all_negs,
-                     n: int = n, starts=starts, losses=losses) -> None:
-                s = starts[k]
-                batch = [t[s:s + batch_size].to(device) for t in examples]
-                negs = all_negs[s:s + batch_size].to(device)
-                rate = lr0 * max(1e-4, 1 - (epoch + s / n) / epochs)
-                losses[k] = model.sgd_step(batch[0], batch[1], negs, rate,
-                                           mask=batch[2] if mode == "cbow" else None)
-                bar.update(corpus.n_words * len(batch[0]) / n)
-
-            _run(work, len(starts), workers)
-            _log_history(model.history, losses, starts, n, epoch, epochs)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, corpus.split(workers), gens))  # list(): re-raises errors
     finally:
         torch.set_num_threads(previous_threads)
         bar.close()
     elapsed = time.perf_counter() - start
+    model.history = _history(losses)
     model.words_per_second = corpus.n_words * epochs / elapsed
     model.train_seconds = elapsed
     return model
@@ -456,8 +477,9 @@ def train_word2vec(tokens: Iterable[str] | Iterable[Sequence[str]], *, mode: str
 def _epoch_examples(corpus: _Corpus, keep: torch.Tensor, table: torch.Tensor, mode: str,
                     window: int, negatives: int, gen: torch.Generator):
     """Subsample, cut windows, shuffle, and draw the negatives of one epoch."""
-    kept = torch.rand(len(corpus.ids), generator=gen) < keep[corpus.ids]
-    ids, sent = corpus.ids[kept], corpus.sentence[kept]
+    # index_select rather than tensor[index] in this function: the same result, faster.
+    kept = (torch.rand(len(corpus.ids), generator=gen) < keep[corpus.ids]).nonzero().squeeze(1)
+    ids, sent = corpus.ids.index_select(0, kept), corpus.sentence.index_select(0, kept)
     if mode == "skipgram":
         examples = skipgram_pairs(ids, sent, window, gen)               # centers, contexts
     else:
@@ -465,37 +487,18 @@ def _epoch_examples(corpus: _Corpus, keep: torch.Tensor, table: torch.Tensor, mo
         examples = (ctx, targets, mask)
     # Shuffled, so that one batch is not all copies of the same few windows.
     order = torch.randperm(len(examples[0]), generator=gen)
-    examples = tuple(t[order] for t in examples)
-    all_negs = table[torch.randint(len(table), (len(order), negatives), generator=gen)]
+    examples = tuple(t.index_select(0, order) for t in examples)
+    slots = torch.randint(len(table), (len(order) * negatives,), generator=gen)
+    all_negs = table.index_select(0, slots).view(len(order), negatives)  # (P, K)
     return examples, all_negs
 
 
-def _run(work, n_batches: int, workers: int) -> None:
-    if workers == 1:
-        for k in range(n_batches):
-            work(k)
-        return
-    import threading
+def _history(losses: list[tuple[float, float]]) -> list[float]:
+    """The mean loss of the batches starting in each 1% of training, in order.
 
-    def loop(first: int) -> None:
-        for k in range(first, n_batches, workers):  # interleaved: lr decays evenly
-            work(k)
-
-    threads = [threading.Thread(target=loop, args=(w,)) for w in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
-def _log_history(history: list[float], losses: list[float], starts: list[int], n: int,
-                 epoch: int, epochs: int) -> None:
-    """Append the mean batch loss of every completed 1% of training."""
-    pending: list[float] = []
-    for s, loss in zip(starts, losses, strict=True):
-        pending.append(loss)
-        end = min(s + (starts[1] - starts[0] if len(starts) > 1 else n), n)
-        before, after = (epoch + s / n) / epochs, (epoch + end / n) / epochs
-        if int(after * 100) > int(before * 100) or end == n:
-            history.append(sum(pending) / len(pending))
-            pending = []
+    losses: (share of training done when the batch started, its loss), in any order.
+    """
+    bins: dict[int, list[float]] = {}
+    for done, loss in sorted(losses):
+        bins.setdefault(int(done * 100), []).append(loss)
+    return [sum(b) / len(b) for b in bins.values()]

@@ -12,6 +12,8 @@ from lmlab.word2vec import (
     Vocab,
     Word2Vec,
     WordVectors,
+    _Corpus,
+    _history,
     _reduced_windows,
     cbow_hidden,
     cbow_windows,
@@ -92,15 +94,17 @@ def _vocab(n=50):
     return Vocab({f"w{i}": 100 - i for i in range(n)})
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode", ["skipgram", "cbow"])
-def test_sgd_step_equals_autograd_sgd(mode):
-    """The hand-written step = backward of the summed loss + plain SGD, duplicates included."""
+def test_sgd_step_equals_autograd_sgd(mode, dtype):
+    """The hand-written step = backward of the summed loss (sgns_loss) + plain SGD,
+    duplicates included; to rounding error in float64."""
     g = torch.Generator().manual_seed(0)
     vocab = _vocab()
-    model = Word2Vec(vocab, 8, mode, generator=g)
+    model = Word2Vec(vocab, 8, mode, generator=g).to(dtype)
     with torch.no_grad():
         model.emb_out.weight.normal_(generator=g)
-    twin = Word2Vec(vocab, 8, mode)
+    twin = Word2Vec(vocab, 8, mode).to(dtype)
     twin.load_state_dict(model.state_dict())
     B, K, lr = 64, 5, 0.1
     targets = torch.randint(0, 10, (B,), generator=g)  # few ids: many duplicate rows
@@ -114,12 +118,13 @@ def test_sgd_step_equals_autograd_sgd(mode):
     loss = model.sgd_step(inputs, targets, negatives, lr, mask=mask)
     ref = twin(inputs, targets, negatives, mask=mask)
     (ref * B).backward()
-    assert loss == pytest.approx(ref.item(), rel=1e-5)
+    tight = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {}
+    assert loss == pytest.approx(ref.item(), rel=1e-12 if tight else 1e-5)
     with torch.no_grad():
         for p in twin.parameters():
             p -= lr * p.grad
-    torch.testing.assert_close(model.emb_in.weight, twin.emb_in.weight)
-    torch.testing.assert_close(model.emb_out.weight, twin.emb_out.weight)
+    torch.testing.assert_close(model.emb_in.weight, twin.emb_in.weight, **tight)
+    torch.testing.assert_close(model.emb_out.weight, twin.emb_out.weight, **tight)
 
 
 def test_sgd_step_skips_negatives_equal_to_the_target():
@@ -186,6 +191,25 @@ def test_skipgram_pairs_match_a_loop(sentence_lengths_seed, window, seed):
     b = _reduced_windows(len(ids), window, torch.Generator().manual_seed(seed))
     c, o = skipgram_pairs(ids, sentence, window, torch.Generator().manual_seed(seed))
     assert sorted(zip(c.tolist(), o.tolist(), strict=True)) == _pairs_by_loop(ids, sentence, window, b)
+
+
+def test_corpus_split_keeps_sentences_whole():
+    sentence = torch.tensor([0, 0, 0, 1, 2, 2, 2, 2, 3, 3])
+    corpus = _Corpus(torch.arange(10), sentence, n_words=20)
+    for parts in (1, 2, 3, 4, 12):
+        pieces = corpus.split(parts)
+        assert len(pieces) == parts
+        torch.testing.assert_close(torch.cat([p.ids for p in pieces]), corpus.ids)
+        assert sum(p.n_words for p in pieces) == pytest.approx(20)
+        for a, b in zip(pieces, pieces[1:], strict=False):
+            if len(a.ids) and len(b.ids):
+                assert a.sentence[-1] < b.sentence[0]  # no sentence cut in two
+    assert [len(p.ids) for p in corpus.split(2)] == [4, 6]
+
+
+def test_history_bins_batches_by_percent_of_training():
+    losses = [(0.015, 4.0), (0.0, 1.0), (0.005, 3.0), (0.5, 7.0), (0.999, 9.0)]
+    assert _history(losses) == [2.0, 4.0, 7.0, 9.0]
 
 
 def test_cbow_windows_match_skipgram_pairs():
