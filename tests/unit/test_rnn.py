@@ -128,9 +128,49 @@ def test_lstm_matches_torch_forward_and_gradients(layers, batch_first):
     _compare_lstm(ref, ours, x, None, F64)
 
 
-def test_lstm_float32_at_benchmark_width_within_1e5():
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize(("B", "with_state"), [(8, False), (8, True), (1, True)])
+def test_lstm_float32_at_benchmark_width_within_1e5(B, with_state, onednn, monkeypatch):
+    # float32 on a CPU is the fast path (oneDNN matmuls); with oneDNN switched off, the same
+    # code runs on torch's own matmul
     ref, ours = _torch_lstm_and_ours(32, 64, 2, dtype=torch.float32, seed=4)
-    _compare_lstm(ref, ours, torch.randn(8, 30, 32), None, F32)
+    g = torch.Generator().manual_seed(B)
+    state = tuple(torch.randn(2, B, 64, generator=g) for _ in range(2)) if with_state else None
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+    _compare_lstm(ref, ours, torch.randn(B, 30, 32, generator=g), state, F32)
+
+
+def test_lstm_layer_passes_gradcheck_with_initial_state():
+    g = torch.Generator().manual_seed(12)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=torch.double, requires_grad=True)  # noqa: E731
+    inputs = (make(2, 4, 3), make(2, 5), make(2, 5), make(20, 3), make(20, 5), make(20), make(20))
+
+    def layer(xs, h0, c0, *params):
+        out, (h, c) = rnn.lstm_layer(xs, h0, c0, params)
+        return out, h, c
+
+    assert torch.autograd.gradcheck(layer, inputs)
+
+
+def test_lstm_backward_twice_with_retain_graph_gives_the_same_gradients():
+    _, ours = _torch_lstm_and_ours(6, 8, 2, dtype=torch.float32, seed=13)
+    x = torch.randn(3, 9, 6, requires_grad=True)
+    out, (h, c) = ours(x)
+    loss = _loss(out, h, c)
+    leaves = [x, *ours.parameters()]
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = _grads(loss, leaves)
+    for u, v in zip(first, second, strict=True):
+        assert torch.equal(u, v)  # the backward must not overwrite what it saved
+
+
+def test_lstm_with_an_empty_batch():
+    _, ours = _torch_lstm_and_ours(5, 4, 2, dtype=torch.float32)
+    x = torch.randn(0, 3, 5, requires_grad=True)
+    out, (h, c) = ours(x)
+    assert out.shape == (0, 3, 4) and h.shape == c.shape == (2, 0, 4)
+    (out.sum() + c.sum()).backward()
+    assert x.grad.shape == x.shape and ours.weight_hh_l0.grad.eq(0).all()
 
 
 def test_lstm_without_bias_and_state_dict_back_to_torch():
