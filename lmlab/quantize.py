@@ -298,15 +298,14 @@ def _int_mm_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor
                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, K) float times an int8 weight ``qweight`` (out, K) with ``torch._int_mm``:
     int8 × int8 products summed exactly in int32, then times the row scales and the weight
-    scales ``w_scale`` (1, out) float32, plus ``bias`` (out,). Returns (N, out) float32."""
+    scales ``w_scale`` (out, 1), plus ``bias`` (out,). Returns (N, out) float32."""
     xq, x_scale = _quantize_rows(x)
     n = xq.shape[0]
     if xq.is_cuda and n <= 16:  # CUDA's int8 GEMM wants more than 16 rows: pad with zeros
-        xq = F.pad(xq, (0, 0, 0, 17 - n))
-    acc = torch._int_mm(xq, qweight.t())  # (N, out) int32
-    if xq.is_cuda:
-        acc = acc[:n]
-    return _scale_and_shift(acc, x_scale * w_scale, bias)
+        acc = torch._int_mm(F.pad(xq, (0, 0, 0, 17 - n)), qweight.t())[:n]
+    else:
+        acc = torch._int_mm(xq, qweight.t())  # (N, out) int32
+    return _scale_and_shift(acc, x_scale * w_scale.t(), bias)  # (N, 1) * (1, out)
 
 
 def _onednn_int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -419,7 +418,7 @@ class QuantLinear(_IntMatrix):
         self.in_features, self.out_features = in_features, out_features
         self.kernel = kernel
         self.register_buffer("bias", torch.zeros(out_features, dtype=float_dtype) if bias else None)
-        self._cache: dict[str, tuple] = {}  # derived forms of the weight for the int8 kernels
+        self._packed: tuple | None = None  # (key, oneDNN's copy of the weight)
 
     @property
     def kernel(self) -> str:
@@ -464,21 +463,23 @@ class QuantLinear(_IntMatrix):
         if self.kernel == "dequant":
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.linear(x, self.dequantized_weight(x.dtype), bias)
-        rows = x.reshape(-1, self.in_features)  # (N, in)
+        # Every call here costs a microsecond or two, a lot next to a 50 µs int8 matrix-vector
+        # product: skip the reshapes and casts that would change nothing.
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # (N, in)
         if rows.shape[0] > 1 and not rows.is_cuda and _has_onednn_int8():
-            y = _onednn_int8_linear(rows, self._cached("onednn", self._pack_for_onednn), self.bias)
+            y = _onednn_int8_linear(rows, self._onednn_weight(), self.bias)
         else:
-            w_scale = self._cached("scale_row", lambda: self.scale.float().t().expand(1, self.out_features))
-            y = _int_mm_linear(rows, self.qweight, w_scale, self.bias)
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+            y = _int_mm_linear(rows, self.qweight, self.scale, self.bias)
+        if x.dtype != torch.float32:
+            y = y.to(x.dtype)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
-    def _cached(self, name: str, build: Callable[[], object]):
-        """``build()``'s result, kept until ``qweight`` or ``scale`` change (in place or not)."""
+    def _onednn_weight(self) -> tuple:
+        """:meth:`_pack_for_onednn`'s result, kept until ``qweight`` or ``scale`` change."""
         key = (self.qweight.data_ptr(), self.qweight._version, self.scale.data_ptr(), self.scale._version)
-        hit = self._cache.get(name)
-        if hit is None or hit[0] != key:
-            hit = self._cache[name] = (key, build())
-        return hit[1]
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, self._pack_for_onednn())
+        return self._packed[1]
 
     def _pack_for_onednn(self) -> tuple:
         """oneDNN's packed copy of ``qweight``, its scales as float32 (out,), zero points (out,)."""
@@ -488,7 +489,7 @@ class QuantLinear(_IntMatrix):
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
-        state["_cache"] = {}  # oneDNN's packed tensor cannot be copied or pickled
+        state["_packed"] = None  # oneDNN's packed tensor cannot be copied or pickled
         return state
 
     def extra_repr(self) -> str:

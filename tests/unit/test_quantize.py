@@ -290,7 +290,7 @@ def test_int8_kernels_agree_with_exact_integer_arithmetic(rows):
     x = torch.randn(rows, 64)
     xq, x_scale = quantize._quantize_rows(x)
     exact = (xq.double() @ layer.qweight.double().T) * x_scale.double() * layer.scale.double().T
-    via_int_mm = quantize._int_mm_linear(x, layer.qweight, layer.scale.T)
+    via_int_mm = quantize._int_mm_linear(x, layer.qweight, layer.scale)
     torch.testing.assert_close(via_int_mm.double(), exact, rtol=1e-6, atol=1e-6)
     if quantize._has_onednn_int8():
         via_onednn = quantize._onednn_int8_linear(x, layer._pack_for_onednn())
