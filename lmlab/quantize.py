@@ -294,18 +294,19 @@ def _scale_and_shift(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor 
     return acc * scale if bias is None else torch.addcmul(bias, acc, scale)
 
 
-def _int_mm_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor,
+def _int_mm_linear(x: torch.Tensor, weight_t: torch.Tensor, w_scale_t: torch.Tensor,
                    bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (N, K) float times an int8 weight ``qweight`` (out, K) with ``torch._int_mm``:
-    int8 × int8 products summed exactly in int32, then times the row scales and the weight
-    scales ``w_scale`` (out, 1), plus ``bias`` (out,). Returns (N, out) float32."""
+    """x (N, K) float times an int8 weight given transposed, ``weight_t`` (K, out), with
+    ``torch._int_mm``: int8 × int8 products summed exactly in int32, then times the row
+    scales and the weight scales ``w_scale_t`` (1, out), plus ``bias`` (out,).
+    Returns (N, out) float32."""
     xq, x_scale = _quantize_rows(x)
     n = xq.shape[0]
     if xq.is_cuda and n <= 16:  # CUDA's int8 GEMM wants more than 16 rows: pad with zeros
-        acc = torch._int_mm(F.pad(xq, (0, 0, 0, 17 - n)), qweight.t())[:n]
+        acc = torch._int_mm(F.pad(xq, (0, 0, 0, 17 - n)), weight_t)[:n]
     else:
-        acc = torch._int_mm(xq, qweight.t())  # (N, out) int32
-    return _scale_and_shift(acc, x_scale * w_scale.t(), bias)  # (N, 1) * (1, out)
+        acc = torch._int_mm(xq, weight_t)  # (N, out) int32
+    return _scale_and_shift(acc, x_scale * w_scale_t, bias)  # (N, 1) * (1, out)
 
 
 def _onednn_int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -419,6 +420,7 @@ class QuantLinear(_IntMatrix):
         self.kernel = kernel
         self.register_buffer("bias", torch.zeros(out_features, dtype=float_dtype) if bias else None)
         self._packed: tuple | None = None  # (key, oneDNN's copy of the weight)
+        self._views: tuple | None = None  # (qweight, scale, their transposes)
 
     @property
     def kernel(self) -> str:
@@ -466,13 +468,24 @@ class QuantLinear(_IntMatrix):
         # Every call here costs a microsecond or two, a lot next to a 50 µs int8 matrix-vector
         # product: skip the reshapes and casts that would change nothing.
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # (N, in)
+        bias = self._buffers["bias"]
         if rows.shape[0] > 1 and not rows.is_cuda and _has_onednn_int8():
-            y = _onednn_int8_linear(rows, self._onednn_weight(), self.bias)
+            y = _onednn_int8_linear(rows, self._onednn_weight(), bias)
         else:
-            y = _int_mm_linear(rows, self.qweight, self.scale, self.bias)
+            y = _int_mm_linear(rows, *self._transposed(), bias)
         if x.dtype != torch.float32:
             y = y.to(x.dtype)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+
+    def _transposed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views ``qweightᵀ`` (in, out) and ``scaleᵀ`` (1, out), kept while the buffers stay
+        the same tensors: an in-place update shows through a view, a replaced buffer gets
+        new views."""
+        qweight, scale = self._buffers["qweight"], self._buffers["scale"]
+        views = self._views
+        if views is None or views[0] is not qweight or views[1] is not scale:
+            views = self._views = (qweight, scale, qweight.t(), scale.t())
+        return views[2], views[3]
 
     def _onednn_weight(self) -> tuple:
         """:meth:`_pack_for_onednn`'s result, kept until ``qweight`` or ``scale`` change."""
@@ -490,6 +503,7 @@ class QuantLinear(_IntMatrix):
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state["_packed"] = None  # oneDNN's packed tensor cannot be copied or pickled
+        state["_views"] = None  # a copied view would no longer share its buffer's storage
         return state
 
     def extra_repr(self) -> str:

@@ -290,7 +290,7 @@ def test_int8_kernels_agree_with_exact_integer_arithmetic(rows):
     x = torch.randn(rows, 64)
     xq, x_scale = quantize._quantize_rows(x)
     exact = (xq.double() @ layer.qweight.double().T) * x_scale.double() * layer.scale.double().T
-    via_int_mm = quantize._int_mm_linear(x, layer.qweight, layer.scale)
+    via_int_mm = quantize._int_mm_linear(x, layer.qweight.T, layer.scale.T)
     torch.testing.assert_close(via_int_mm.double(), exact, rtol=1e-6, atol=1e-6)
     if quantize._has_onednn_int8():
         via_onednn = quantize._onednn_int8_linear(x, layer._pack_for_onednn())
@@ -310,12 +310,17 @@ def test_int8_kernel_cache_follows_the_weight_and_survives_copies():
     torch.manual_seed(9)
     layer = QuantLinear.from_linear(nn.Linear(32, 16), 8, kernel="int8")
     x = torch.randn(4, 32)
-    before = layer(x)  # builds the packed copy
+    before, before_row = layer(x), layer(x[:1])  # builds the packed copy and the views
     other = QuantLinear.from_linear(nn.Linear(32, 16), 8)
-    layer.load_state_dict(other.state_dict())  # new weights: the cache must be rebuilt
-    expected = x @ other.dequantized_weight().T  # up to activation rounding
-    assert (layer(x) - other.bias - expected).abs().max() < 0.05
-    assert not torch.allclose(layer(x), before)
+    layer.load_state_dict(other.state_dict())  # new weights, copied in place
+    expected = x @ other.dequantized_weight().T + other.bias  # up to activation rounding
+    assert (layer(x) - expected).abs().max() < 0.05
+    assert (layer(x[:1]) - expected[:1]).abs().max() < 0.05
+    assert not torch.allclose(layer(x), before) and not torch.allclose(layer(x[:1]), before_row)
+    third = QuantLinear.from_linear(nn.Linear(32, 16), 8, kernel="int8")
+    layer.qweight, layer.scale, layer.bias = third.qweight, third.scale, third.bias  # replaced
+    torch.testing.assert_close(layer(x), third(x))
+    torch.testing.assert_close(layer(x[:1]), third(x[:1]))
     clone = copy.deepcopy(layer)  # an oneDNN tensor cannot be copied: the cache is dropped
     torch.testing.assert_close(clone(x), layer(x))
     torch.testing.assert_close(pickle.loads(pickle.dumps(layer))(x), layer(x))
