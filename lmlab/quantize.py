@@ -323,6 +323,12 @@ def _onednn_int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | Non
     return _scale_and_shift(y, x_scale, bias)
 
 
+def _identity(t: torch.Tensor) -> tuple[int, int]:
+    """Where ``t``'s data lives and how often it was changed in place. (Tensors made under
+    ``torch.inference_mode`` keep no version counter: for them only the address counts.)"""
+    return t.data_ptr(), -1 if t.is_inference() else t._version
+
+
 # --------------------------------------------------------------------------- integer storage
 
 
@@ -489,7 +495,7 @@ class QuantLinear(_IntMatrix):
 
     def _onednn_weight(self) -> tuple:
         """:meth:`_pack_for_onednn`'s result, kept until ``qweight`` or ``scale`` change."""
-        key = (self.qweight.data_ptr(), self.qweight._version, self.scale.data_ptr(), self.scale._version)
+        key = (_identity(self.qweight), _identity(self.scale))
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, self._pack_for_onednn())
         return self._packed[1]

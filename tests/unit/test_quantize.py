@@ -326,6 +326,16 @@ def test_int8_kernel_cache_follows_the_weight_and_survives_copies():
     torch.testing.assert_close(pickle.loads(pickle.dumps(layer))(x), layer(x))
 
 
+def test_int8_kernel_works_on_a_model_quantized_in_inference_mode():
+    torch.manual_seed(13)
+    linear = nn.Linear(32, 16)
+    with torch.inference_mode():  # its buffers become inference tensors: no version counter
+        layer = QuantLinear.from_linear(linear, 8, kernel="int8")
+        x = torch.randn(5, 32)
+        torch.testing.assert_close(layer(x), QuantLinear.from_linear(linear, 8, kernel="int8")(x))
+        assert (layer(x) - linear(x)).abs().max() < 0.05
+
+
 def test_quantlinear_int8_close_to_torch_dynamic_quantization():
     torch.manual_seed(6)
     model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 64))
