@@ -277,6 +277,8 @@ def _quantize_rows(x: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torc
     """Absmax int8 quantization of each row of activations: x (N, K) float ->
     q (N, K) and scale (N, 1) float32, with ``x ≈ (q - offset) * scale``.
 
+    The levels and scales of ``quantize_absmax(x, 8, dim=0)``, in fewer operations: this
+    runs on every forward of the int8 kernel, where each call costs a microsecond or two.
     ``offset=0`` gives int8 ``q`` in [-127, 127]; ``offset=128`` gives the same levels as
     uint8 in [1, 255] (oneDNN's fast int8 kernels want unsigned activations: VNNI's
     ``vpdpbusd`` multiplies unsigned by signed bytes).

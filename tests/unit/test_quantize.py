@@ -300,6 +300,14 @@ def test_int8_kernels_agree_with_exact_integer_arithmetic(rows):
     assert torch.equal(same_scale, x_scale)
 
 
+def test_quantize_rows_equals_quantize_absmax_per_row():
+    x = torch.randn(9, 40, generator=torch.Generator().manual_seed(14))
+    xq, scale = quantize._quantize_rows(x)
+    ref_q, ref_scale = quantize_absmax(x, 8, dim=0)
+    assert torch.equal(xq, ref_q)
+    torch.testing.assert_close(scale, ref_scale, rtol=1e-6, atol=0)
+
+
 def test_quantize_rows_handles_a_zero_row():
     xq, scale = quantize._quantize_rows(torch.tensor([[0.0, 0.0], [1.0, -2.0]]))
     assert torch.equal(xq, torch.tensor([[0, 0], [64, -127]], dtype=torch.int8))
