@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import signal
 import sys
 import threading
 import traceback
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ __all__ = [
     "exact",
     "describe",
     "DelegationError",
+    "hidden_seed",
+    "DEFAULT_HIDDEN_SEED",
 ]
 
 
@@ -116,17 +120,37 @@ def make_check(part: Part) -> Callable[..., None]:
     """Build the public ``check_<name>(fn, *, seed=0)`` for ``part``."""
     register(part)
 
-    def check(fn: Callable, *, seed: int = 0) -> None:
-        run_part(part, fn, seed=seed)
+    def check(fn: Callable, *, seed: int = 0, hidden: bool = False) -> None:
+        run_part(part, fn, seed=hidden_seed(part.name) if hidden else seed)
 
     check.__name__ = check.__qualname__ = f"check_{part.name}"
     check.__doc__ = (
         f"Check a student's ``{part.name}`` against lmlab's reference.\n\n"
         f"Raises ``AssertionError`` naming the first wrong input and the likely mistake; "
         f"prints a one-line summary when every case passes. ``seed`` picks other random "
-        f"inputs (hidden tests use other seeds)."
+        f"inputs; ``hidden=True`` (the hidden tests) draws them from the instructor's "
+        f"grading-time seed, see :func:`hidden_seed`."
     )
     return check
+
+
+#: Used when the instructor sets no ``LMLAB_HIDDEN_SEED``; set one when grading for real.
+DEFAULT_HIDDEN_SEED = 2024
+
+
+def hidden_seed(part_name: str) -> int:
+    """The seed of ``part_name``'s hidden cases, chosen by the instructor at grading time.
+
+    Read from the environment variable ``LMLAB_HIDDEN_SEED`` (an integer; default
+    :data:`DEFAULT_HIDDEN_SEED`) and mixed with the part's name, so every part gets other
+    inputs and no seed appears in a notebook that ships with the course.
+    """
+    raw = os.environ.get("LMLAB_HIDDEN_SEED", str(DEFAULT_HIDDEN_SEED))
+    try:
+        base = int(raw)
+    except ValueError:
+        raise ValueError(f"LMLAB_HIDDEN_SEED must be an integer, got {raw!r}") from None
+    return (base * 1_000_003 + zlib.crc32(part_name.encode())) % 2**31
 
 
 # --------------------------------------------------------------------------- comparing

@@ -8,9 +8,9 @@ Shared helpers live in :mod:`lmlab.viz.core`; each chapter's figures in
 from importlib import import_module
 from pkgutil import iter_modules
 
-from .core import figure_to_png, new_figure, style
+from .core import figure_to_png, new_figure, style, table
 
-__all__ = ["figure_to_png", "new_figure", "style"]
+__all__ = ["figure_to_png", "new_figure", "style", "table"]
 
 for _info in sorted(iter_modules(__path__), key=lambda m: m.name):
     if _info.name.startswith("ch"):

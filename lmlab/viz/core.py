@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import io
+from collections.abc import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 
-__all__ = ["style", "new_figure", "figure_to_png"]
+__all__ = ["style", "new_figure", "figure_to_png", "table"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
 
@@ -40,3 +42,29 @@ def figure_to_png(fig, dpi: int = 80) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def table(rows: Sequence[Sequence], headers: Sequence[str], *, caption: str = ""):
+    """Show results as an HTML table (numbers right-aligned), not as printed lines.
+
+    ``rows`` holds one sequence of cells per row; floats are shown with 4 significant
+    digits unless they are already strings. Returns an ``IPython.display.HTML`` object,
+    so a notebook cell ending in ``table(...)`` renders it.
+    """
+    from IPython.display import HTML
+
+    for i, row in enumerate(rows):
+        if len(row) != len(headers):
+            raise ValueError(f"rows[{i}] has {len(row)} cells but there are {len(headers)} headers")
+
+    def cell(value, tag: str) -> str:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        align = ' style="text-align:right"' if numeric else ""
+        return f"<{tag}{align}>{html.escape(text)}</{tag}>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>" for row in rows)
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return HTML(f'<table class="lmlab-table">{cap}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
