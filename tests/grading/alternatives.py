@@ -456,3 +456,21 @@ def gpu_hours(flops, peak_flops, mfu):
 """,
     },
 }
+
+
+# Parts added later keep their alternatives in files of their own (alternatives_<topic>.py,
+# each defining EXTRA = {chapter: {part: source}}), merged here.
+def _merge_extra_files() -> None:
+    from importlib import import_module
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parent.glob("alternatives_*.py")):
+        extra = import_module(f"{__package__}.{path.stem}").EXTRA
+        for chapter, parts in extra.items():
+            clash = set(parts) & set(ALTERNATIVES.get(chapter, {}))
+            if clash:
+                raise ValueError(f"{path.name} redefines alternatives for {sorted(clash)}")
+            ALTERNATIVES.setdefault(chapter, {}).update(parts)
+
+
+_merge_extra_files()
