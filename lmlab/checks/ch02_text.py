@@ -138,11 +138,9 @@ _check_pair_counts = make_check(
 )
 
 
-
-
-def check_pair_counts(fn, *, seed: int = 0) -> None:
+def check_pair_counts(fn, *, seed: int = 0, hidden: bool = False) -> None:
     __tracebackhide__ = True
-    _check_pair_counts(_shown(fn) if callable(fn) else fn, seed=seed)
+    _check_pair_counts(_shown(fn) if callable(fn) else fn, seed=seed, hidden=hidden)
 
 
 check_pair_counts.__doc__ = _check_pair_counts.__doc__

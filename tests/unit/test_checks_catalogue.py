@@ -91,3 +91,14 @@ def test_hidden_tests_carry_no_seed_and_every_assert_a_message(chapter):
             # the test cell imports its check itself: a student cell cannot redefine it
             name = re.search(r"(check_\w+)\(", hidden).group(1)
             assert f"from lmlab.checks import {name}" in cell.source, f"{path}: {name} not imported"
+
+
+def test_every_public_check_takes_hidden():
+    import inspect
+
+    import lmlab.checks as checks
+
+    names = [n for n in checks.__all__ if n.startswith("check_")]
+    assert names
+    for name in names:
+        assert "hidden" in inspect.signature(getattr(checks, name)).parameters, name
