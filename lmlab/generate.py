@@ -221,10 +221,14 @@ class KVCache:
     @classmethod
     def for_model(cls, model, batch_size: int, max_len: int | None = None) -> KVCache:
         """A cache shaped for a :class:`lmlab.transformer.GPT` (``max_len`` defaults to its
-        ``block_size``), on the device and in the dtype of its weights."""
+        ``block_size``), on the device and in the dtype of its weights.
+
+        It holds the model's *key/value* heads: ``n_kv_head`` of them with grouped-query
+        attention, which is where GQA saves memory."""
         cfg = model.config
         weight = next(model.parameters())
-        return cls(cfg.n_layer, batch_size, cfg.n_head, max_len or cfg.block_size,
+        kv_heads = getattr(cfg, "n_kv_head", None) or cfg.n_head
+        return cls(cfg.n_layer, batch_size, kv_heads, max_len or cfg.block_size,
                    cfg.n_embd // cfg.n_head, dtype=weight.dtype, device=weight.device)
 
     @property
