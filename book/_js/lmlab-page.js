@@ -1,0 +1,61 @@
+/* LLM Lab page helpers (no dependencies, nothing fetched).
+ *
+ * 1. Explorer frames are ipywidgets Image views, created by the widget manager after the
+ *    page loads. lmlab.widgets.frame_explorer gives each frame a description (the widget's
+ *    tooltip, drawn as the img's title); copy it to `alt` so screen readers read it as the
+ *    image's text.
+ * 2. Search snippets are cut from the pages' HTML, where math is still TeX source
+ *    (MathJax typesets in the browser): show "-∞" rather than "\(-\infty\)".
+ */
+(function () {
+  "use strict";
+
+  function describeFrames(root) {
+    root.querySelectorAll(".lmlab-explorer img:not([alt])").forEach(function (img) {
+      var box = img.closest(".lmlab-explorer");
+      var title = box && box.querySelector(".widget-html-content b");
+      img.alt = img.title || (title ? title.textContent + " (explorer frame)" : "explorer frame");
+    });
+  }
+  if (document.readyState !== "loading") describeFrames(document);
+  document.addEventListener("DOMContentLoaded", function () { describeFrames(document); });
+  new MutationObserver(function () { describeFrames(document); })
+    .observe(document.documentElement, { childList: true, subtree: true });
+
+  var SYMBOLS = {
+    infty: "∞", cdot: "·", times: "×", le: "≤", leq: "≤", ge: "≥", geq: "≥", ne: "≠",
+    approx: "≈", sim: "∼", to: "→", rightarrow: "→", leftarrow: "←", sum: "Σ", prod: "Π",
+    sqrt: "√", alpha: "α", beta: "β", gamma: "γ", delta: "δ", epsilon: "ε", varepsilon: "ε",
+    eta: "η", theta: "θ", lambda: "λ", mu: "μ", pi: "π", sigma: "σ", tau: "τ", phi: "φ",
+    Phi: "Φ", odot: "⊙", partial: "∂", ell: "ℓ", in: "∈", log: "log", exp: "exp",
+    max: "max", min: "min", mathrm: "", text: "", mathbf: "", operatorname: "", left: "",
+    right: "", lVert: "‖", rVert: "‖", quad: " ", qquad: " ",
+  };
+  function plainMath(tex) {
+    return tex
+      .replace(/^\\[(\[]|\\[)\]]$/g, "")
+      .replace(/\\([A-Za-z]+)/g, function (m, name) {
+        return name in SYMBOLS ? SYMBOLS[name] : name;
+      })
+      .replace(/\\[,;:!]/g, " ")
+      .replace(/[{}]/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+  function patchSearch() {
+    var S = window.Search;
+    if (!S || typeof S.htmlToText !== "function" || S.htmlToText.lmlab) return;
+    var original = S.htmlToText;
+    S.htmlToText = function (htmlString, anchor) {
+      var doc = new DOMParser().parseFromString(htmlString, "text/html");
+      doc.querySelectorAll(".math").forEach(function (el) {
+        el.textContent = " " + plainMath(el.textContent) + " ";
+      });
+      return original.call(this, doc.documentElement.outerHTML, anchor);
+    };
+    S.htmlToText.lmlab = true;
+  }
+  patchSearch();
+  document.addEventListener("DOMContentLoaded", patchSearch);
+  window.addEventListener("load", patchSearch);
+})();
