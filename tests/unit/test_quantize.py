@@ -78,7 +78,17 @@ def test_absmax_hand_example():
     w = torch.tensor([-2.0, -0.5, 0.0, 0.26, 1.0])
     q, scale = quantize_absmax(w, bits=3)  # qmax = 3, scale = 2/3
     assert scale.item() == pytest.approx(2 / 3)
-    assert q.tolist() == [-3, -1, 0, 0, 2]  # -0.75 -> -1, 0.39 -> 0, 1.5 -> 2 (half to even)
+    assert q.tolist() == [-3, -1, 0, 0, 2]  # -0.75 -> -1, 0.39 -> 0, 1.5 -> 2
+
+
+def test_absmax_rounds_half_to_even():
+    # scale = max|w| / qmax = 3 / 3 = 1 with bits=3: w/s lands exactly on halves, where rounding
+    # modes differ. Half to even (torch.round, IEEE default): 0.5 -> 0, 1.5 -> 2, 2.5 -> 2,
+    # -0.5 -> 0, -1.5 -> -2; half up would give 1, 2, 3, 0, -1; half away from zero 1, 2, 3, -1, -2.
+    w = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 3.0])
+    q, scale = quantize_absmax(w, bits=3)
+    assert scale.item() == 1.0
+    assert q.tolist() == [0, 2, 2, 0, -2, 3]
 
 
 @pytest.mark.parametrize("dim", [None, 0, 1])
@@ -257,14 +267,28 @@ def test_quantlinear_equals_linear_with_dequantized_weight(bits, group_size):
 def test_quantlinear_per_tensor():
     torch.manual_seed(8)
     linear = nn.Linear(32, 12)
+    x = torch.randn(4, 32)
+    w_hat = fake_quantize(linear.weight.detach(), 8)
     for kernel in ("dequant", "int8"):
         layer = QuantLinear.from_linear(linear, 8, group_size="tensor", kernel=kernel)
         assert layer.scale.shape == (1, 1)
-        torch.testing.assert_close(layer.dequantized_weight(), fake_quantize(linear.weight.detach(), 8))
-        assert (layer(torch.randn(4, 32)) - linear(torch.randn(4, 32))).abs().max() < 10
+        torch.testing.assert_close(layer.dequantized_weight(), w_hat)
+        out = layer(x)
+        if kernel == "dequant":  # exactly the float layer with the fake-quantized weight
+            torch.testing.assert_close(out, nn.functional.linear(x, w_hat, linear.bias), rtol=0, atol=0)
+        else:  # int8 also rounds each input row to 8 bits (absmax per row)
+            xq = fake_quantize(x.double(), 8, dim=0)
+            expected = xq @ w_hat.double().T + linear.bias.double()
+            torch.testing.assert_close(out, expected.float(), rtol=1e-5, atol=1e-5)
+        # and both stay close to the unquantized layer (8 bits: ~1 % of the output scale)
+        ref = linear(x)
+        assert (out - ref).abs().max() < 0.02 * ref.abs().max()
     layer = QuantLinear.from_linear(linear, 4, group_size="tensor")
     fresh = QuantLinear(32, 12, bits=4, group_size="tensor")
     fresh.load_state_dict(layer.state_dict())
+    for name, tensor in layer.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    torch.testing.assert_close(fresh(x), layer(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="group_size"):
         QuantLinear(32, 12, group_size="row")
 

@@ -3,6 +3,7 @@ published training runs, and explicit simulations of rings and pipelines."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -159,8 +160,11 @@ def test_memory_estimate_matches_measured_gpt(L, C, H, T, B, V):
                                                profile="lmlab")
     for key in ("weights", "gradients", "optimizer"):  # Adam's step counters: a few bytes
         assert getattr(measured, key) == pytest.approx(getattr(estimate, key), rel=1e-3)
-    assert measured.activations == pytest.approx(estimate.activations, rel=0.05)
-    assert measured.total == pytest.approx(estimate.total, rel=0.15)
+    # Measured/estimated 1.010 on both sizes: the profile counts d-sized and T-sized
+    # tensors; what it leaves out are per-token scalars (LayerNorm's mean and 1/std, 4 per
+    # layer) and the loss's bookkeeping. A coefficient off by one d would move it by >= 5 %.
+    assert measured.activations == pytest.approx(estimate.activations, rel=0.02)
+    assert measured.total == pytest.approx(estimate.total, rel=0.01)
 
 
 class _Fused(nn.Module):
@@ -205,11 +209,25 @@ def test_memory_estimate_matches_measured_fused(L, C, H, T, B, V, ckpt, flash):
     model = _Fused(L, C, H, V, ckpt=ckpt, flash=flash)
     idx = _tokens(B, T, V)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    profile = "fused" if flash else "unfused-attention"
     measured, estimate = _measured_vs_estimate(model, idx, opt, L=L, C=C, H=H, T=T, B=B, V=V,
-                                               profile="fused" if flash else "unfused-attention",
-                                               ckpt=ckpt)
-    assert measured.activations == pytest.approx(estimate.activations, rel=0.15)
-    assert measured.total == pytest.approx(estimate.total, rel=0.15)
+                                               profile=profile, ckpt=ckpt)
+    # The profiles count a copy of the attention output for merging the heads. PyTorch's
+    # flash kernel returns its output laid out as (B, T, H, D), so transpose + reshape is a
+    # view and that copy is never made: one d fewer per layer (measured/estimated 0.955).
+    # With checkpointing, the recomputed layer's first saved tensor is its input, which is
+    # already counted among the checkpointed inputs: one more d fewer (0.903). Predict both.
+    p = S.ACTIVATION_PROFILES[profile]
+    if flash:
+        p = dataclasses.replace(p, layer_d=p.layer_d - 1)
+    predicted = S.activation_bytes(batch=B, seq_len=T, n_layer=L, d_model=C, n_heads=H,
+                                   vocab_size=V, profile=p, activation_checkpointing=ckpt)
+    if ckpt:
+        predicted -= B * T * C * 4
+    # what is left: per-token scalars (LayerNorm's mean and 1/std, attention's logsumexp)
+    assert measured.activations == pytest.approx(predicted, rel=0.02)
+    assert measured.activations == pytest.approx(estimate.activations, rel=0.11)
+    assert measured.total == pytest.approx(estimate.total, rel=0.03)
 
 
 def test_checkpointing_with_gpt_blocks():
@@ -230,7 +248,11 @@ def test_checkpointing_with_gpt_blocks():
                               profile="lmlab")
     ckpt = S.activation_bytes(batch=B, seq_len=T, n_layer=L, d_model=C, n_heads=H, vocab_size=V,
                               profile="lmlab", activation_checkpointing=True)
-    assert measured.activations == pytest.approx(ckpt, rel=0.15)
+    # Measured/estimated 1.009. Unlike the fused model's (0.903, see
+    # test_memory_estimate_matches_measured_fused), lmlab's hand-written LayerNorm saves
+    # x - mean rather than x, so the recomputed layer shares no storage with its
+    # checkpointed input and the estimate holds as written.
+    assert measured.activations == pytest.approx(ckpt, rel=0.02)
     assert ckpt < full / 2
     assert measured.optimizer == 0  # plain SGD keeps no state
 

@@ -14,9 +14,16 @@ def _render(a, b):
     return fig
 
 
-def _links(box):
+def _links() -> dict[str, tuple[str, str]]:
+    """Every jslink made so far: target model id -> (source model id, source attribute)."""
     state = widgets.Widget.get_manager_state()["state"]
-    return [s for s in state.values() if s["model_name"] == "LinkModel"]
+    links = {}
+    for s in state.values():
+        if s["model_name"] == "LinkModel":
+            (source, source_attr), (target, target_attr) = s["state"]["source"], s["state"]["target"]
+            assert target_attr == "selected_index"
+            links[target.removeprefix("IPY_MODEL_")] = (source.removeprefix("IPY_MODEL_"), source_attr)
+    return links
 
 
 def test_frame_explorer_builds_nested_stacks_linked_to_controls():
@@ -30,6 +37,11 @@ def test_frame_explorer_builds_nested_stacks_linked_to_controls():
     images = [img.value for inner in outer.children for img in inner.children]
     assert len(set(images)) == 6, "every frame must differ"
     assert "lmlab-explorer" in box._dom_classes
+    # the outer stack follows control a, every inner stack control b, in the browser
+    links = _links()
+    a, b = box.controls["a"].model_id, box.controls["b"].model_id
+    assert links[outer.model_id] == (a, "index")
+    assert all(links[inner.model_id] == (b, "index") for inner in outer.children)
 
 
 def test_frame_explorer_limits_and_errors():
