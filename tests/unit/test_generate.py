@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -39,11 +40,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+MODERN = dict(
+    # Llama-style: RoPE, RMSNorm, SwiGLU, 4 query heads sharing 2 KV heads
+    llama=dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_head=4, n_kv_head=2,
+               bias=False, tie_weights=False, rope_theta=100.0),
+    # ... with a mixture of 3 experts, 2 per token, and multi-query attention
+    mixtral=dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_head=4, n_kv_head=1,
+                 bias=False, n_expert=3, n_expert_per_token=2, rope_style="interleaved"),
+)
+
+
 def tiny_gpt(positions: str = "learned", block_size: int = 24, seed: int = 0) -> GPT:
+    """``positions``: "learned" or "sinusoidal" (GPT-2 family) or a family in MODERN."""
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=23, block_size=block_size, n_layer=2, n_head=2, n_embd=16,
-                       positions=positions)
-    return GPT(config).eval()
+    fields = dict(vocab_size=23, block_size=block_size, n_layer=2, n_head=2, n_embd=16)
+    fields.update(MODERN.get(positions, dict(positions=positions)))
+    model = GPT(GPTConfig(**fields)).eval()
+    if positions in MODERN:  # larger weights, so that the tokens depend on the positions
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(5.0 if p.dim() > 1 else 1.0)
+    return model
 
 
 def logits_strategy():
@@ -257,7 +274,7 @@ def test_attend_with_cache_equals_full_causal_attention(B, H, T_old, T_new, D):
 # --------------------------------------------------------------------------- the model
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "llama", "mixtral"])
 def test_cached_forward_equals_full_forward(positions):
     model = tiny_gpt(positions)
     ids = torch.randint(0, 23, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -269,7 +286,7 @@ def test_cached_forward_equals_full_forward(positions):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "llama", "mixtral"])
 @pytest.mark.parametrize("new", [5, 60])  # 60 runs past block_size: the window restarts
 def test_greedy_is_identical_with_and_without_cache(positions, new):
     model = tiny_gpt(positions)
@@ -290,15 +307,30 @@ def test_sampling_with_a_seed_is_repeatable_and_cache_independent():
     assert a.shape == (33,) and torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_batch_generation_with_left_padding_equals_one_by_one():
-    model = tiny_gpt()
+@pytest.mark.parametrize("family", ["learned", "llama", "mixtral"])
+def test_batch_generation_with_left_padding_equals_one_by_one(family):
+    model = tiny_gpt(family)
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11]]
     batched = generate_batch(model, prompts, 15, temperature=0, pad_id=0)  # within block_size
     for prompt, row in zip(prompts, batched):
         assert row == generate(model, prompt, 15, temperature=0).tolist()
+    if family != "learned":  # the prompts' continuations differ, so positions mattered
+        assert len({tuple(row[-15:]) for row in batched}) > 1
     ids, mask = left_pad(prompts, pad_id=0)
     assert ids.shape == mask.shape == (3, 7)
     assert mask.sum(1).tolist() == [3, 7, 1] and mask[:, -1].all()
+
+
+def test_kv_cache_holds_the_key_value_heads_only():
+    for family, kv_heads in (("learned", 2), ("llama", 2), ("mixtral", 1)):
+        model = tiny_gpt(family)
+        cache = KVCache.for_model(model, batch_size=3)
+        assert cache.keys[0].shape == (3, kv_heads, 24, 16 // model.config.n_head)
+        model(torch.zeros(3, 5, dtype=torch.long), kv_cache=cache)
+        assert cache.length == 5
+    mqa = tiny_gpt("mixtral")
+    mha = GPT(dataclasses.replace(mqa.config, n_kv_head=None))
+    assert KVCache.for_model(mqa, 1).nbytes * 4 == KVCache.for_model(mha, 1).nbytes
 
 
 def test_generate_rejects_bad_input():
