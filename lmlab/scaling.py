@@ -35,6 +35,8 @@ import torch
 from torch import nn
 
 from lmlab.device import GPU_PEAKS
+from lmlab.presets import preset
+from lmlab.transformer import GPTConfig, flops_per_token, kv_cache_bytes_per_token, param_count
 
 __all__ = [
     "Accelerator",
@@ -56,6 +58,7 @@ __all__ = [
     "ACTIVATION_PROFILES",
     "MemoryEstimate",
     "memory_estimate",
+    "inference_memory",
     "adam_memory_bytes",
     "activation_bytes",
     "SavedTensorMeter",
@@ -230,7 +233,7 @@ KNOWN_RUNS: dict[str, Run] = {
 
 
 def training_flops(
-    params: float,
+    params: float | str | GPTConfig,
     tokens: float,
     *,
     n_layer: int | None = None,
@@ -246,7 +249,15 @@ def training_flops(
     token (q·kᵀ and weights·v over the full T×T matrix, as dense kernels compute it), so
     ``12·L·T·d·D`` for training (PaLM's "model FLOPs", Chowdhery et al. 2022, app. B).
     ``params`` should count the weights that multiply activations (see :func:`matmul_params`).
+
+    ``params`` may also be a model: a preset name (:data:`lmlab.presets.PRESETS`) or a
+    :class:`~lmlab.transformer.GPTConfig`. Then ``N`` is the matmul weights one token
+    *uses* (for a mixture of experts only its k experts: Mixtral-8x7B trains like a 13 B
+    model, not a 47 B one), and with ``seq_len`` the attention term comes from the
+    config's shape (:func:`lmlab.transformer.flops_per_token`, times 3).
     """
+    if isinstance(params, (str, GPTConfig)):
+        return _training_flops_of_model(preset(params), tokens, n_layer, seq_len, d_model)
     _positive("params", params, allow_zero=True)
     _positive("tokens", tokens, allow_zero=True)
     attention = (n_layer, seq_len, d_model)
@@ -261,6 +272,17 @@ def training_flops(
     for name, value in zip(("n_layer", "seq_len", "d_model"), attention, strict=True):
         _count(name, value)
     return flops + 12 * n_layer * seq_len * d_model * tokens
+
+
+def _training_flops_of_model(config: GPTConfig, tokens: float, n_layer, seq_len, d_model) -> float:
+    if n_layer is not None or d_model is not None:
+        raise ValueError("n_layer and d_model come from the model's config: pass only seq_len")
+    _positive("tokens", tokens, allow_zero=True)
+    if seq_len is not None:
+        _count("seq_len", seq_len)
+        return 3 * flops_per_token(config, seq_len) * tokens
+    attention_at_one = 4 * config.n_layer * config.n_embd  # the T = 1 attention term
+    return 3 * (flops_per_token(config, 1) - attention_at_one) * tokens
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -506,7 +528,7 @@ def activation_bytes(
 
 
 def memory_estimate(
-    params: float,
+    params: float | str | GPTConfig,
     *,
     optimizer: str = "adamw",
     precision: str = "fp32",
@@ -527,7 +549,19 @@ def memory_estimate(
     ``n_layer``, ``d_model``; ``n_heads``, ``vocab_size`` refine it); leave ``batch=0``
     for the model-state memory alone. Activations are stored in 4 bytes for fp32, 2 for
     bf16, fp16 and mixed.
+
+    ``params`` may also be a preset name or a :class:`~lmlab.transformer.GPTConfig`: then
+    ``N`` is its *total* parameter count (every expert of a mixture is stored, trained
+    and has optimizer states) and ``n_layer``, ``d_model``, ``n_heads``, ``vocab_size``
+    default to the config's. The activation profiles were derived for GPT-2's block; for
+    a SwiGLU block they are an approximation.
     """
+    if isinstance(params, (str, GPTConfig)):
+        config = preset(params)
+        params = param_count(config)
+        n_layer, d_model = n_layer or config.n_layer, d_model or config.n_embd
+        n_heads = n_heads if n_heads != 1 else config.n_head
+        vocab_size = vocab_size or config.vocab_size
     _positive("params", params, allow_zero=True)
     w, g, o = _bytes_per_param(optimizer, precision)
     act = 0.0
@@ -539,6 +573,32 @@ def memory_estimate(
             activation_checkpointing=activation_checkpointing, profile=profile,
         )
     return MemoryEstimate(w * params, g * params, o * params, act)
+
+
+def inference_memory(
+    model: str | GPTConfig,
+    *,
+    batch: int = 1,
+    seq_len: int | None = None,
+    bytes_per_param: float = 2,
+    kv_bytes_per_element: int = 2,
+) -> dict[str, float]:
+    """Bytes to serve ``model`` (a preset name or config): weights plus the KV cache.
+
+    Weights: every parameter (all experts), ``bytes_per_param`` each (2 for bf16, 1 for
+    int8, 0.5 for int4). KV cache: ``batch · seq_len`` tokens of context (default the
+    config's ``block_size``), :func:`lmlab.transformer.kv_cache_bytes_per_token` each,
+    which grouped-query attention divides by ``n_head // n_kv_head``. Returns
+    ``{"weights", "kv_cache", "total"}``.
+    """
+    config = preset(model)
+    T = config.block_size if seq_len is None else seq_len
+    _count("batch", batch)
+    _count("seq_len", T)
+    _positive("bytes_per_param", bytes_per_param)
+    weights = param_count(config) * bytes_per_param
+    kv = batch * T * kv_cache_bytes_per_token(config, kv_bytes_per_element)
+    return {"weights": weights, "kv_cache": kv, "total": weights + kv}
 
 
 def adam_memory_bytes(n_params: float, precision: str = "fp32") -> float:
