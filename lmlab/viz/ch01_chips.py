@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib.ticker
 import numpy as np
 
 from lmlab.viz.core import new_figure
@@ -48,7 +49,7 @@ def roofline_plot(
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("GFLOP/s")
     ax.set_title(title or "Roofline")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=9)
     return fig
 
 
@@ -83,5 +84,9 @@ def timing_samples_plot(samples_s: Sequence[float], *, first_call_s: float | Non
     ax.set_xlabel("run")
     ax.set_ylabel("ms")
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    # plain numbers ("3", "0.5") rather than "2.9×10⁰" when the data span under a decade
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False,
+                                                                minor_thresholds=(1, 0.4)))
+    ax.legend(fontsize=9)
     return fig

@@ -90,19 +90,20 @@ def embedding_pca_plot(coords: dict[str, tuple[float, float]], focus: str | None
         if word == focus or word in near:
             continue
         ax.scatter(x, y, s=10, color="#bbbbbb")
-        ax.annotate(word, (x, y), fontsize=7, color="#999999", xytext=(2, 2),
-                    textcoords="offset points", annotation_clip=True)
+        ax.annotate(word, (x, y), fontsize=9, color="#999999", xytext=(2, 2),
+                    textcoords="offset points", annotation_clip=True, clip_on=True)
+    labels = []
     if focus is not None:
         fx, fy = coords[focus]
         for word, sim in neighbours:
             x, y = coords[word]
             ax.plot([fx, x], [fy, y], color="C0", lw=0.8, alpha=0.6)
             ax.scatter(x, y, s=25, color="C0", zorder=3)
-            ax.annotate(f"{word} ({sim:.2f})", (x, y), fontsize=8, color="C0",
-                        xytext=(3, 3), textcoords="offset points")
+            labels.append(ax.annotate(f"{word} ({sim:.2f})", (x, y), fontsize=9, color="C0",
+                                      xytext=(3, 3), textcoords="offset points"))
         ax.scatter(fx, fy, s=60, color="C1", zorder=4)
-        ax.annotate(focus, (fx, fy), fontsize=10, weight="bold", color="C1",
-                    xytext=(4, -10), textcoords="offset points")
+        labels.insert(0, ax.annotate(focus, (fx, fy), fontsize=11, weight="bold", color="C1",
+                                     xytext=(4, -12), textcoords="offset points"))
     if focus is not None and zoom:
         # Frame the focus and its neighbours: in a picture of all words they overlap.
         xs = [coords[w][0] for w in [focus, *near]]
@@ -117,7 +118,34 @@ def embedding_pca_plot(coords: dict[str, tuple[float, float]], focus: str | None
     ax.set_yticks([])
     ax.set_title(title or (f"nearest neighbours of '{focus}' (cosine in full dimension)"
                            if focus else "embeddings, first two principal components"))
+    _separate_labels(fig, ax, labels)
     return fig
+
+
+def _separate_labels(fig, ax, labels) -> None:
+    """Move labels apart so none overlaps another or leaves the axes: a label in the
+    right third is written to the left of its point, and one that overlaps a label
+    already placed steps down (or up) in 11-point steps."""
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    for label in labels:
+        x, _ = ax.transData.transform(label.xy)
+        if x > box.x0 + 0.66 * box.width:
+            label.set_ha("right")
+            label.set_position((-label.get_position()[0], label.get_position()[1]))
+    placed = []
+    tries = [0] + [sign * k * 11 for k in range(1, 7) for sign in (-1, 1)]
+    for label in labels:
+        dx, dy = label.get_position()
+        for extra in tries:
+            label.set_position((dx, dy + extra))
+            bbox = label.get_window_extent(fig.canvas.get_renderer())
+            inside = box.y0 <= bbox.y0 and bbox.y1 <= box.y1
+            if inside and not any(bbox.overlaps(other) for other in placed):
+                break
+        else:
+            label.set_position((dx, dy))  # no free spot: keep it next to its point
+        placed.append(label.get_window_extent(fig.canvas.get_renderer()))
 
 
 def analogy_offsets_plot(wv, pairs: Sequence[tuple[str, str]], title: str = ""):

@@ -119,22 +119,22 @@ def gate_frames(trace: Mapping[str, object], *, labels: Sequence[str] | None = N
     data = {key: np.asarray(trace[key], dtype=float)[:, :units].T for key, *_ in _PANELS}  # (H, T)
     T = data["i"].shape[1]
     style()
-    fig, axes = plt.subplots(2, 3, figsize=(8, 3.6), sharex=True, sharey=True,
+    fig, axes = plt.subplots(2, 3, figsize=(7.2, 4.8), sharex=True, sharey=True,
                              layout="constrained")
     images = {}
     for ax, (key, title, cmap, (lo, hi)) in zip(axes.flat, _PANELS, strict=True):
         images[key] = ax.imshow(data[key], aspect="auto", cmap=cmap, vmin=lo, vmax=hi,
                                 interpolation="nearest")
         ax.grid(False)
-        ax.set_title(f"{title}   [{lo:g}, {hi:g}]", fontsize=8)
-        ax.tick_params(labelsize=6)
+        ax.set_title(f"{title}\n[{lo:g}, {hi:g}]", fontsize=10)
+        ax.tick_params(labelsize=9)
     for ax in axes[1]:
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("step", fontsize=10)
     for ax in axes[:, 0]:
-        ax.set_ylabel("unit", fontsize=8)
+        ax.set_ylabel("unit", fontsize=10)
     fig.colorbar(images["f"], ax=axes[:, 2], fraction=0.05, label="σ gates: 0 … 1 (viridis)")
     lines = [ax.axvline(0, color="black", lw=0.8) for ax in axes.flat]
-    heading = fig.suptitle("step 0 (red/blue panels: −1 … +1, cell −2 … +2)", fontsize=10)
+    heading = fig.suptitle("step 0", fontsize=11)
     fig.canvas.draw()  # lay out once, then freeze: frames differ only in their pixels
     fig.set_layout_engine("none")
 
@@ -148,7 +148,7 @@ def gate_frames(trace: Mapping[str, object], *, labels: Sequence[str] | None = N
         for line in lines:
             line.set_xdata([step, step])
         label = f": input {labels[step]}" if labels is not None else ""
-        heading.set_text(f"step {step}{label}   (red/blue panels: −1 … +1, cell −2 … +2)")
+        heading.set_text(f"step {step}{label}")
         # figure_to_png closes the figure after saving; a closed figure still renders
         # with the Agg canvas, so the same one serves every frame.
         return fig

@@ -95,7 +95,7 @@ def surface_paths_plot(
     ax.set_xlabel("$w_1$")
     ax.set_ylabel("$w_2$")
     ax.grid(False)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=9)  # "best" keeps it off the paths and the start
     if title:
         ax.set_title(title, fontsize=10)
     return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib.pyplot as plt
 import torch
 
 from lmlab.quantize import dequantize, qrange, quantize_absmax, quantize_groupwise
@@ -101,15 +102,18 @@ def format_spacing_plot():
 def size_quality_plot(names: Sequence[str], sizes: Sequence[float], losses: Sequence[float],
                       *, baseline: float | None = None):
     """Validation loss against model size in bytes, one labelled point per scheme."""
-    fig, ax = new_figure(8, 3.5)
-    markers = "osD^vP*Xhp"
+    fig, ax = new_figure(6.8, 4.6)
+    markers = "osD^vP*Xhp<>d"
+    colors = plt.get_cmap("tab20").colors
     for i, (name, size, loss) in enumerate(zip(names, sizes, losses, strict=True)):
-        # a legend, not labels next to the points: schemes of equal size overlap
-        ax.scatter(size / 1e6, loss, marker=markers[i % len(markers)], s=40, zorder=3,
-                   color=f"C{i % 10}", label=name)
+        # a legend, not labels next to the points: schemes of equal size overlap.
+        # Every scheme gets its own marker and colour (no repeats up to 13 schemes).
+        ax.scatter(size / 1e6, loss, marker=markers[i % len(markers)], s=45, zorder=3,
+                   color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], label=name)
     if baseline is not None:
         ax.axhline(baseline, color="black", lw=0.8, ls="--", label="fp32 loss")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3,
+              frameon=False)
     ax.set_xlabel("model size (MB)")
     ax.set_ylabel("validation loss (nats/char)")
     fig.tight_layout()

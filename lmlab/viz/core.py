@@ -9,13 +9,27 @@ from collections.abc import Sequence
 import matplotlib
 import matplotlib.pyplot as plt
 
-__all__ = ["style", "new_figure", "figure_to_png", "table"]
+__all__ = ["style", "new_figure", "figure_to_png", "png_size", "table"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
 
 
+def _retina_inline() -> None:
+    """In a notebook, store inline figures at twice their display size (sharp on
+    high-density screens; the output's width/height metadata keep the display size)."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
+
+
 def style() -> None:
-    """The course's plot style: readable fonts, light grid, no top/right spines."""
+    """The course's plot style: readable fonts, light grid, no top/right spines, and
+    inline figures stored at 2x for high-density screens."""
+    _retina_inline()
     plt.rcParams.update(
         {
             "figure.dpi": 100,
@@ -36,12 +50,19 @@ def new_figure(width: float = 6.0, height: float = 4.0, **kwargs):
     return plt.subplots(figsize=(width, height), **kwargs)
 
 
-def figure_to_png(fig, dpi: int = 80) -> bytes:
-    """Render ``fig`` to PNG bytes and close it (explorer frames are stored as PNGs)."""
+def figure_to_png(fig, dpi: float = 80) -> bytes:
+    """Render ``fig`` to PNG bytes at ``dpi`` and close it (explorer frames are PNGs)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels of PNG bytes, read from the IHDR chunk."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("png does not start with the PNG signature")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def table(rows: Sequence[Sequence], headers: Sequence[str], *, caption: str = ""):

@@ -18,6 +18,14 @@ OPERATIONS = {
 }
 
 
+
+def _duration(seconds: float) -> str:
+    """A time with a unit that keeps three significant digits (ns, µs, ms or s)."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:,.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
 def operation_cost(operation: str, n: int) -> tuple[int, int]:
     """(FLOPs, bytes) of ``operation`` at size ``n``."""
     if operation not in OPERATIONS:
@@ -43,7 +51,7 @@ def roofline_explorer(
         seconds = roofline_time(flops, nbytes, peak_flops, bandwidth)
         bound = "compute" if flops / peak_flops >= nbytes / bandwidth else "memory"
         intensity = flops / nbytes
-        title = f"{operation}, n={n}: ≥ {seconds * 1e6:,.1f} µs, {bound} bound"
+        title = f"{operation}, n={n}: ≥ {_duration(seconds)}, {bound} bound"
         return roofline_plot(peak_flops, bandwidth, measured,
                              highlight=(f"{intensity:.2f} FLOP/B", intensity, flops / seconds),
                              title=title)
@@ -53,5 +61,4 @@ def roofline_explorer(
         {"operation": list(OPERATIONS), "n": list(sizes)},
         kinds={"operation": "dropdown"},
         title="Roofline explorer",
-        dpi=65,
     )

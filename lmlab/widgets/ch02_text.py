@@ -10,7 +10,7 @@ from lmlab.widgets.frames import frame_explorer
 __all__ = ["embedding_explorer"]
 
 
-def embedding_explorer(wv, words: Sequence[str], topn: int = 5, dpi: int = 70):
+def embedding_explorer(wv, words: Sequence[str], topn: int = 5, dpi: float | None = None):
     """An explorer over ``words`` (at most 40) of :class:`lmlab.word2vec.WordVectors`.
 
     Neighbours are found by cosine similarity in the full space, over the whole

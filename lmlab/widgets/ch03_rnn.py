@@ -21,7 +21,7 @@ def lstm_gate_explorer(
     layer: int = 0,
     units: int | None = None,
     max_steps: int = 40,
-    dpi: int = 70,
+    dpi: float | None = None,
 ):
     """A slider over the steps of one sequence; each frame shows i, f, g, o, c and h per unit.
 

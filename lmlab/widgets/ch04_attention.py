@@ -136,7 +136,7 @@ def attention_explorer(
     sentence: str = DEFAULT_SENTENCE,
     *,
     temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-    dpi: int = 55,
+    dpi: float | None = None,
 ):
     """Explorer: pick a layer/head, toggle the causal mask, scale the temperature.
 

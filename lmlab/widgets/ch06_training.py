@@ -78,7 +78,7 @@ def optimizer_explorer(
     surfaces: Sequence[str] = ("ravine", "banana"),
     *,
     steps: int = 100,
-    dpi: int = 60,
+    dpi: float | None = None,
 ):
     """An explorer of SGD, momentum and Adam on 2-D surfaces, one frame per (surface, lr).
 

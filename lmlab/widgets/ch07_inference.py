@@ -20,7 +20,7 @@ def sampling_explorer(
     top_ks: Sequence[int | None] = (None, 10, 3),
     top_ps: Sequence[float] = (1.0, 0.9, 0.6),
     show: int = 20,
-    dpi: int = 70,
+    dpi: float | None = None,
 ):
     """Sliders for temperature, top-k and top-p over the bars of one next-token distribution.
 

@@ -18,7 +18,7 @@ def quantization_explorer(
     bits: Sequence[int] = (2, 3, 4, 6, 8),
     groups: Sequence[str | int] = ("tensor", "channel", 128, 32, 8),
     title: str = "Quantization explorer: bits and group size",
-    dpi: int = 60,
+    dpi: float | None = None,
 ):
     """Sliders for bits and group size over a weight matrix ``w`` (rows, cols).
 

@@ -68,7 +68,7 @@ def scaling_explorer(
     budgets: Sequence[float] = (1e20, 3e20, 1e21, 3e21, 1e22, 3e22, 1e23, 3e23, 1e24, 3e24, 1e25),
     layouts: Sequence[str] = tuple(DEFAULT_LAYOUTS),
     *,
-    dpi: int = 60,
+    dpi: float | None = None,
 ) -> object:
     """Budget slider × layout buttons → optimal N and D, GPU-hours, dollars, memory per GPU.
 

@@ -64,3 +64,38 @@ def test_roofline_explorer_rejects_unknown_operations():
 
     with pytest.raises(ValueError, match="operation='conv'"):
         operation_cost("conv", 8)
+
+
+def test_frames_are_stored_at_twice_their_display_size_with_a_description():
+    from lmlab.viz.core import png_size
+
+    box = frame_explorer(_render, {"a": [1, 2], "b": [3]}, title="Demo", dpi=50)
+    image = box.children[-1].children[0].children[0]
+    width, _ = png_size(image.value)
+    assert int(image.width) == width // 2
+    assert image.tooltip == "Demo: a = 1, b = 3"
+    # without a dpi the first frame fixes one for all frames: the column-filling one,
+    # capped at 110 so a small figure (2 inches here) is not blown up
+    fitted = frame_explorer(_render, {"a": [1, 2], "b": [3]})
+    shown = {int(stack.children[0].width) for stack in fitted.children[-1].children}
+    assert len(shown) == 1 and shown.pop() <= 2.3 * 110
+
+
+def test_png_size_reads_the_header_and_rejects_other_bytes():
+    from lmlab.viz.core import figure_to_png, new_figure, png_size
+
+    fig, _ = new_figure(2.0, 1.0)
+    fig.set_layout_engine("none")
+    png = figure_to_png(fig, dpi=50)
+    assert 90 <= png_size(png)[0] <= 110  # 2 inches at 50 dpi, cropped to the drawing
+    with pytest.raises(ValueError, match="PNG signature"):
+        png_size(b"GIF89a" + bytes(30))
+
+
+def test_roofline_title_picks_a_unit_that_shows_the_time():
+    from lmlab.widgets.ch01_chips import _duration
+
+    assert _duration(2.5e-8) == "25 ns"
+    assert _duration(3.2e-6) == "3.2 µs"
+    assert _duration(0.0123) == "12.3 ms"
+    assert _duration(2.0) == "2 s"
