@@ -1,0 +1,217 @@
+"""Mutation testing of lmlab's numeric core (make mutants; not part of make test).
+
+    python -m tools.mutants                  # every module below, one after the other
+    python -m tools.mutants attention optim  # some of them
+    python -m tools.mutants --report         # rewrite the report from the last runs
+
+mutmut (https://mutmut.readthedocs.io) plants one small bug at a time in a module (``+``
+for ``-``, ``<`` for ``<=``, a changed constant, a dropped argument, ...) and runs that
+module's tests against it; a mutant the tests do not notice "survives". Each module runs
+in its own working copy under ``.mutants/<module>/`` with only its own test files, so a
+2-core machine gets through the whole core in about an hour (niced: it yields to other work).
+
+The report (``tests/mutants.md``) gives, per module, the kill rate over all mutants and
+over the mutants that change behaviour: a mutant whose only change is inside a string
+literal (an error message, a label) is counted apart, since no numeric test should pin
+message wording. Survivors that change code are listed with their diffs: read them, they
+are either a missing test or an equivalent mutant (a change that cannot alter any output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutants"
+REPORT = ROOT / "tests" / "mutants.md"
+
+#: module -> the test files that exercise it
+MODULES: dict[str, list[str]] = {
+    "attention": ["test_attention.py"],
+    "rnn": ["test_rnn.py"],
+    "optim": ["test_optim.py"],
+    "transformer": ["test_transformer.py", "test_modern.py", "test_presets.py"],
+    "rope": ["test_modern.py"],
+    "moe": ["test_modern.py"],
+    "generate": ["test_generate.py"],
+    "quantize": ["test_quantize.py"],
+    "tokenizer": ["test_tokenizer.py"],
+    "scaling": ["test_scaling.py", "test_scaling_presets.py"],
+}
+
+_CONFIG = """\
+[tool.mutmut]
+source_paths = ["lmlab"]
+only_mutate = ["lmlab/{module}.py"]
+pytest_add_cli_args_test_selection = [{tests}]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-p", "no:randomly"]
+
+[tool.pytest.ini_options]
+addopts = "-p no:cacheprovider"
+"""
+
+
+def prepare(module: str) -> Path:
+    """A fresh working copy with lmlab and only this module's tests."""
+    work = WORK / module
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tests" / "unit").mkdir(parents=True)
+    shutil.copytree(ROOT / "lmlab", work / "lmlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "conftest.py"):
+        shutil.copy(ROOT / "tests" / name, work / "tests" / name)
+    tests = [t for t in MODULES[module] if (ROOT / "tests" / "unit" / t).exists()]
+    for test in tests:
+        shutil.copy(ROOT / "tests" / "unit" / test, work / "tests" / "unit" / test)
+    quoted = ", ".join(f'"tests/unit/{t}"' for t in tests)
+    (work / "pyproject.toml").write_text(_CONFIG.format(module=module, tests=quoted))
+    return work
+
+
+def run(module: str, children: int) -> None:
+    work = prepare(module)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    print(f"== {module}: mutmut run in {work}", flush=True)
+    with open(work / "run.log", "w") as log:
+        subprocess.run(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(children)],
+                       cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _masked_tokens(source: str) -> list[tuple[int, str]]:
+    """The token stream with every string literal replaced by one placeholder."""
+    out = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                        tokenize.DEDENT):
+            continue
+        is_string = tok.type == tokenize.STRING or tok.type in _FSTRING_TYPES
+        out.append((tokenize.STRING, "S") if is_string else (tok.type, tok.string))
+    return out
+
+
+_FSTRING_TYPES = {getattr(tokenize, n) for n in ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END")
+                  if hasattr(tokenize, n)}
+
+
+def _functions(mutated: Path) -> dict[str, str]:
+    """mutant (or original) function name -> its source, from mutmut's spans file."""
+    lines = mutated.read_text().splitlines(keepends=True)
+    spans = json.loads(mutated.with_name(mutated.name + ".spans").read_text())["spans"]
+    return {name: "".join(lines[a - 1:b]) for name, (a, b) in spans.items()}
+
+
+def _strip_name(source: str, name: str) -> str:
+    return source.replace(name, "FN", 1)
+
+
+def classify(module: str) -> dict | None:
+    work = WORK / module
+    mutated = work / "mutants" / "lmlab" / f"{module}.py"
+    meta_path = mutated.with_name(mutated.name + ".meta")
+    if not meta_path.exists():
+        return None
+    codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+    functions = _functions(mutated)
+    killed, survived, message_only, untested, timeout = 0, [], 0, 0, 0
+    for key, code in codes.items():
+        short = key.split(".")[-1]
+        if code is None:
+            untested += 1  # no test reaches this function
+        elif code == 0:
+            orig = short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+            a = _strip_name(functions.get(orig, ""), orig)
+            b = _strip_name(functions.get(short, ""), short)
+            try:
+                same = _masked_tokens(a) == _masked_tokens(b)
+            except (tokenize.TokenError, IndentationError, SyntaxError):
+                same = False
+            if same:
+                message_only += 1
+            else:
+                survived.append(short)
+        elif code in (-24, 36, 152):  # killed by mutmut's time limit (SIGXCPU) or segfault
+            timeout += 1
+        else:
+            killed += 1
+    total = len(codes)
+    behavioural = total - message_only - untested
+    return dict(module=module, total=total, killed=killed + timeout, timeout=timeout,
+                survived=survived, message_only=message_only, untested=untested,
+                rate_all=(killed + timeout) / max(1, total - untested),
+                rate_behaviour=(killed + timeout) / max(1, behavioural))
+
+
+def _diff(module: str, name: str) -> str:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    out = subprocess.run([str(mutmut), "show", f"lmlab.{module}.{name}"], cwd=WORK / module,
+                         capture_output=True, text=True, check=False).stdout
+    lines = [ln for ln in out.splitlines() if re.match(r"^[-+]\s", ln) or ln.startswith("@@")]
+    return "\n".join(lines[:12])
+
+
+def report(modules: list[str]) -> str:
+    rows, details = [], []
+    for module in modules:
+        result = classify(module)
+        if result is None:
+            rows.append(f"| {module} | not run | | | | | |")
+            continue
+        r = result
+        rows.append(
+            f"| {module} | {r['total']} | {r['untested']} | {r['message_only']} | "
+            f"{len(r['survived'])} | {100 * r['rate_all']:.1f} % | {100 * r['rate_behaviour']:.1f} % |"
+        )
+        if r["survived"]:
+            details.append(f"\n### {module}: {len(r['survived'])} surviving mutants that change code\n")
+            for name in r["survived"]:
+                details.append(f"`{name}`\n```diff\n{_diff(module, name)}\n```")
+    head = [
+        "# Mutation testing of lmlab's numeric core (generated by `make mutants`; do not edit)",
+        "",
+        "Per module: mutants made; mutants in functions no test of that module reaches "
+        "(left out of both rates); mutants that change only a string literal (messages, "
+        "labels: left out of the second rate); survivors that change code; the kill rate over "
+        "the reached mutants and over the reached mutants that change code.",
+        "",
+        "| module | mutants | not reached | string only | surviving | killed (reached) | killed (code changes) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows + details) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    parser.add_argument("--children", type=int, default=2)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown modules {unknown}: expected some of {list(MODULES)}")
+    modules = args.modules or list(MODULES)
+    if not args.report:
+        for module in modules:
+            if not (ROOT / "lmlab" / f"{module}.py").exists():
+                print(f"== {module}: lmlab/{module}.py does not exist, skipped")
+                continue
+            run(module, args.children)
+    done = [m for m in MODULES if (WORK / m).exists()]
+    REPORT.write_text(report(done))
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
