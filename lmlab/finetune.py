@@ -22,6 +22,7 @@ the corpus, probe / full fine-tuning / LoRA, SFT, DPO, distillation, pruning) ar
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -636,4 +637,907 @@ def ngram_overlap(eval_texts: Sequence[str], train_text: str | Sequence[str], *,
     for t in eval_texts:
         grams = _ngrams(t.split(), n)
         out.append(len(grams & seen) / len(grams) if grams else 0.0)
+    return out
+
+
+# =========================================================================== the encoder
+
+
+class Encoder(nn.Module):
+    """A BERT-style encoder: the GPT blocks of :mod:`lmlab.transformer`, attention not causal.
+
+    Every token attends to every other (non-padding) token: the same :class:`Block`, given a
+    mask that is True everywhere except at padding keys. ``config``: a
+    :class:`lmlab.transformer.GPTConfig` (``vocab_size`` counts the special tokens). The
+    masked-LM head shares its matrix with the token embedding, as BERT's does, plus a bias.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        from lmlab.transformer import GPT, Block, LayerNorm
+
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias, fused=config.fused),
+        ))
+        self.mlm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.mlm_head.weight = self.transformer.wte.weight
+        self.apply(GPT._init_weights)
+
+    def features(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """idx: (B, T) ids; attention_mask: (B, T) bool, False at padding -> (B, T, C)."""
+        _check_ids(idx, "idx")
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"idx has {T} tokens but block_size is {self.config.block_size}")
+        if attention_mask is None:
+            mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=idx.device)  # all see all
+        else:
+            if attention_mask.shape != idx.shape:
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                                 f"expected {tuple(idx.shape)}")
+            # (B, 1, T, T): any query may look at every real key, never at padding
+            mask = attention_mask.bool()[:, None, None, :].expand(B, 1, T, T)
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x, mask=mask)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, labels: torch.Tensor | None = None, *,
+                attention_mask: torch.Tensor | None = None):
+        """Masked-LM logits (B, T, V) and, with ``labels`` (-100 = not predicted), the mean
+        cross-entropy over the predicted positions."""
+        logits = self.mlm_head(self.features(idx, attention_mask))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+
+class Classifier(nn.Module):
+    """A task head on an :class:`Encoder`: pool the features, one linear layer to classes.
+
+    ``pool="mean"`` averages the real tokens' features; ``"cls"`` takes position 0, BERT's
+    choice, which only carries a summary after a sentence-level objective (BERT's next
+    sentence prediction); after masked-LM alone the mean is the better summary (Reimers &
+    Gurevych 2019).
+    """
+
+    def __init__(self, encoder: Encoder, n_classes: int, *, pool: str = "mean") -> None:
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+        self.encoder, self.pool = encoder, pool
+        self.head = nn.Linear(encoder.config.n_embd, n_classes)
+
+    def pooled(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, C)."""
+        h = self.encoder.features(idx, attention_mask)
+        if self.pool == "cls":
+            return h[:, 0]
+        w = attention_mask.float()[..., None]  # (B, T, 1)
+        return (h * w).sum(1) / w.sum(1)
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> class logits (B, n_classes)."""
+        return self.head(self.pooled(idx, attention_mask))
+
+
+# =========================================================================== data from the corpus
+
+#: ids after the corpus' characters: BERT's four, then the chat template's three
+SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", *CHAT_TOKENS)
+#: the downstream task's classes: standard-library packages whose docstrings are many and
+#: about different things
+TASK_MODULES = ("asyncio", "decimal", "email", "logging", "xml")
+#: modules whose functions' first docstring sentences make the instruction set
+SFT_MODULES = ("builtins", "os", "os.path", "math", "json", "re", "string", "random",
+               "itertools", "functools", "collections", "shutil", "time", "datetime",
+               "statistics", "textwrap", "heapq", "bisect", "operator", "glob", "fnmatch",
+               "pathlib", "tempfile", "copy", "pprint", "base64", "zlib", "struct", "array",
+               "csv", "difflib", "calendar", "fractions", "decimal", "inspect", "threading",
+               "socket", "subprocess", "sys", "io", "codecs", "hashlib", "uuid", "urllib.parse")
+_VERSION = 1  # bump when a cached experiment changes
+
+
+def _corpus_key() -> str:
+    import hashlib
+
+    from lmlab.data import load_corpus
+
+    return hashlib.sha1(load_corpus("pydoc").encode()).hexdigest()[:16]
+
+
+def chapter_tokenizer() -> SpecialTokenizer:
+    """The corpus' characters plus :data:`SPECIAL_TOKENS`, each one id."""
+    from lmlab.data import load_corpus
+    from lmlab.tokenizer import CharTokenizer
+
+    return SpecialTokenizer(CharTokenizer.from_text(load_corpus("pydoc")), SPECIAL_TOKENS)
+
+
+@dataclass
+class TaskData:
+    """A labelled text classification task with a fixed split (lists of str and int)."""
+
+    classes: list[str]
+    train_texts: list[str]
+    train_labels: list[int]
+    val_texts: list[str]
+    val_labels: list[int]
+    test_texts: list[str]
+    test_labels: list[int]
+
+
+def _package_docstrings(package: str) -> list[str]:
+    """The docstrings of a standard-library package and its public submodules."""
+    from lmlab.data import _docstrings, _stdlib_module_names, _try_import
+
+    docs = []
+    for name in _stdlib_module_names():
+        if name == package or name.startswith(package + "."):
+            module = _try_import(name)
+            if module is not None:
+                docs.extend(_docstrings(module))
+    return docs
+
+
+def module_task(*, seed: int = 0, min_chars: int = 40, fractions=(0.6, 0.2, 0.2)) -> TaskData:
+    """"Which standard-library package does this docstring come from?"
+
+    The label of a docstring is the package (:data:`TASK_MODULES`) it was read from: it
+    comes from the data, not from anyone's judgement. Docstrings shorter than ``min_chars``
+    and those found in more than one package are dropped; the rest is shuffled with
+    ``seed`` and split 60/20/20 into train/validation/test within each class (stratified).
+    """
+    per_class = {m: _package_docstrings(m) for m in TASK_MODULES}
+    owners: dict[str, set[str]] = {}
+    for m, docs in per_class.items():
+        for d in docs:
+            owners.setdefault(d, set()).add(m)
+    g = torch.Generator().manual_seed(seed)
+    split: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], []), "test": ([], [])}
+    for label, m in enumerate(TASK_MODULES):
+        docs = sorted({d for d in per_class[m] if len(d) >= min_chars and len(owners[d]) == 1})
+        order = torch.randperm(len(docs), generator=g).tolist()
+        n_train = round(fractions[0] * len(docs))
+        n_val = round(fractions[1] * len(docs))
+        for i, j in enumerate(order):
+            part = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            split[part][0].append(docs[j])
+            split[part][1].append(label)
+    return TaskData(list(TASK_MODULES), *split["train"], *split["val"], *split["test"])
+
+
+def _first_sentence(doc: str) -> str | None:
+    """The first sentence of a docstring's first paragraph, or None if it has none."""
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    m = re.match(r"(.+?[.!?])(\s|$)", para)
+    if m is None or "(" in m.group(1)[:1]:
+        return None
+    return m.group(1)
+
+
+def _named_docstrings(module) -> list[tuple[str, str]]:
+    """(qualified name, docstring) of the public functions, methods and classes of
+    ``module`` (the names :func:`lmlab.data._docstrings` reads, with the names kept)."""
+    import inspect
+
+    out = []
+    prefix = "" if module.__name__ == "builtins" else module.__name__ + "."
+    for attr in sorted(vars(module)):
+        obj = vars(module)[attr]
+        if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        members = [(attr, obj)]
+        if inspect.isclass(obj):
+            members += [(f"{attr}.{m}", v) for m, v in sorted(vars(obj).items())
+                        if not m.startswith("_") and (inspect.isfunction(v) or inspect.isroutine(v))]
+        elif not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+            continue
+        for name, member in members:
+            doc = getattr(member, "__doc__", None)
+            if isinstance(doc, str) and doc.strip():
+                out.append((prefix + name, inspect.cleandoc(doc)))
+    return out
+
+
+@dataclass
+class Instruction:
+    """One instruction-tuning example: the function's name, the question, the answer."""
+
+    name: str
+    module: str
+    instruction: str
+    response: str
+
+
+def instruction_set(*, seed: int = 0, max_chars: int = 64, max_name: int = 36,
+                    test_fraction: float = 0.15) -> tuple[list[Instruction], list[Instruction]]:
+    """Question/answer pairs made from the standard library: ``What does `str.split` do?``
+    answered by the first sentence of its docstring (at most ``max_chars`` characters, names
+    of at most ``max_name``: a whole example then fits in 128 characters of context).
+
+    Returns ``(train, test)``, split by function with ``seed``; the test functions are
+    never seen in fine-tuning (and their docstrings are removed from the chapter's
+    pretraining text, see :func:`pretraining_text`).
+    """
+    from lmlab.data import _try_import
+
+    seen, items = set(), []
+    for module_name in SFT_MODULES:
+        module = _try_import(module_name)
+        if module is None:
+            continue
+        for name, doc in _named_docstrings(module):
+            answer = _first_sentence(doc)
+            if (answer is None or len(answer) > max_chars or len(name) > max_name
+                    or answer in seen or name in seen):
+                continue
+            seen.update((answer, name))
+            items.append(Instruction(name, module_name, f"What does `{name}` do?", answer))
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(items), generator=g).tolist()
+    n_test = round(test_fraction * len(items))
+    test = sorted((items[i] for i in order[:n_test]), key=lambda e: e.name)
+    train = sorted((items[i] for i in order[n_test:]), key=lambda e: e.name)
+    return train, test
+
+
+@functools.lru_cache(maxsize=2)
+def pretraining_text(*, seed: int = 0) -> str:
+    """The pydoc corpus without the evaluation texts of this chapter: the task's test
+    docstrings and the held-out instructions' answers are cut out, so the models never
+    pretrain on what they are tested on (:func:`ngram_overlap` checks it)."""
+    from lmlab.data import load_corpus
+
+    text = load_corpus("pydoc")
+    task = module_task(seed=seed)
+    _, test = instruction_set(seed=seed)
+    for doc in sorted(task.test_texts, key=len, reverse=True):
+        text = text.replace(doc, "")
+    for ex in test:
+        text = text.replace(ex.response, "")
+    return text
+
+
+# =========================================================================== training and caching
+
+
+def _cache_path(name: str, key: dict):
+    import hashlib
+    import json
+
+    from lmlab.data import cache_dir
+
+    key = {**key, "version": _VERSION, "corpus": _corpus_key(), "torch": torch.__version__}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "finetune" / f"{name}-{digest}.pt"
+
+
+def _cached(name: str, key: dict, build, *, cache: bool = True) -> dict:
+    """``build()`` once, then load its result (a dict of tensors, numbers, str, lists)."""
+    from lmlab.train import save_checkpoint
+
+    path = _cache_path(name, key)
+    if cache and path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    # one thread: float summation order (and so every stored number) must not depend on
+    # the machine's core count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = build()
+    finally:
+        torch.set_num_threads(threads)
+    if cache:
+        save_checkpoint(path, result)
+    return result
+
+
+def _fit(model: nn.Module, loss_on_batch, *, steps: int, lr: float, seed: int = 0,
+         evaluate=None, eval_every: int | None = None, weight_decay: float = 0.01,
+         progress: bool = False, desc: str = "training") -> dict:
+    """The loop every experiment here shares: AdamW on the trainable parameters, linear
+    warm-up then cosine decay, gradient clipping at 1.
+
+    ``loss_on_batch(step, generator) -> loss``; ``evaluate() -> float`` runs every
+    ``eval_every`` steps and at the end. Returns ``{"step", "loss", "val_step", "val",
+    "step_time"}`` (lists; ``step_time``: median seconds per step).
+    """
+    import statistics
+    import time
+
+    from tqdm.auto import tqdm
+
+    from lmlab.optim import clip_grad_norm_, cosine_schedule
+    from lmlab.train import make_optimizer
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(model, "adamw", lr=lr, weight_decay=weight_decay)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    eval_every = eval_every or max(1, steps // 10)
+    hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val": [], "times": []}
+    model.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress):
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = cosine_schedule(step, warmup=max(1, steps // 20), total=steps,
+                                          lr_max=lr, lr_min=lr / 10)
+        loss = loss_on_batch(step, g)
+        loss.backward()
+        clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        hist["times"].append(time.perf_counter() - t0)
+        hist["step"].append(step + 1)
+        hist["loss"].append(loss.item())
+        if evaluate is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            model.eval()
+            with torch.no_grad():
+                hist["val"].append(float(evaluate()))
+            hist["val_step"].append(step + 1)
+            model.train()
+    model.eval()
+    hist["step_time"] = statistics.median(hist.pop("times")[1:] or [0.0])
+    return hist
+
+
+#: the chapter's encoder and decoder: nanoGPT's small CPU recipe (4 layers, 4 heads, 128
+#: wide), 128 characters of context
+ENCODER_CONFIG = dict(n_layer=4, n_head=4, n_embd=128, block_size=128)
+BASE_GPT_CONFIG = dict(n_layer=4, n_head=4, n_embd=128, block_size=128)
+
+
+def _config(sizes: dict, vocab_size: int):
+    from lmlab.transformer import GPTConfig
+
+    return GPTConfig(vocab_size=vocab_size, dropout=0.0, fused=True, **sizes)
+
+
+def _with_cls(windows: torch.Tensor, cls_id: int) -> torch.Tensor:
+    return torch.cat([torch.full_like(windows[:, :1], cls_id), windows], dim=1)
+
+
+def pretrain_encoder(steps: int = 400, *, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+                     cache: bool = True, progress: bool = False):
+    """A BERT-style :class:`Encoder` pretrained with masked LM on :func:`pretraining_text`.
+
+    Each example is ``[CLS]`` + 127 characters; :func:`mlm_mask` corrupts 15 % of them.
+    Returns ``(encoder, tokenizer, history)``; ``history["val"]`` is the masked-LM loss on
+    held-out windows (the last 10 % of the text). Cached.
+    """
+    from lmlab.data import get_batch, train_val_split
+
+    tok = chapter_tokenizer()
+    config = _config(ENCODER_CONFIG, tok.vocab_size)
+    key = dict(ENCODER_CONFIG, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        ids = torch.tensor(tok.encode(pretraining_text(seed=seed)), dtype=torch.long)
+        train_ids, val_ids = train_val_split(ids, 0.1)
+        torch.manual_seed(seed)
+        model = Encoder(config)
+        T = config.block_size - 1
+        kw = dict(mask_id=tok["[MASK]"], vocab_size=tok.base.vocab_size,
+                  special_ids=[tok["[CLS]"]])
+
+        def loss_on_batch(step, g):
+            x, _ = get_batch(train_ids, T, batch_size, generator=g)
+            inputs, labels = mlm_mask(_with_cls(x, tok["[CLS]"]), generator=g, **kw)
+            return model(inputs, labels)[1]
+
+        vg = torch.Generator().manual_seed(seed + 1)
+        val_x = _with_cls(get_batch(val_ids, T, 64, generator=vg)[0], tok["[CLS]"])
+        val_in, val_lab = mlm_mask(val_x, generator=vg, **kw)
+        hist = _fit(model, loss_on_batch, steps=steps, lr=lr, seed=seed, progress=progress,
+                    evaluate=lambda: model(val_in, val_lab)[1], desc="MLM pretraining")
+        return {"model": model.state_dict(), "history": hist}
+
+    saved = _cached("encoder", key, build, cache=cache)
+    torch.manual_seed(seed)
+    model = Encoder(config)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    return model, tok, saved["history"]
+
+
+# =========================================================================== the downstream task
+
+
+def encode_texts(texts: Sequence[str], tok: SpecialTokenizer, block_size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[CLS]`` + the first ``block_size - 1`` characters of each text, right-padded with
+    ``[PAD]``: ids (N, block_size) and attention mask (N, block_size), False at padding."""
+    rows = [torch.tensor([tok["[CLS]"], *tok.base.encode(t[: block_size - 1])]) for t in texts]
+    ids = pad_batch(rows, pad_value=tok["[PAD]"])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def baselines(task: TaskData, *, steps: int = 300, seed: int = 0) -> dict[str, float]:
+    """Test accuracy of the two baselines every result is compared with.
+
+    ``majority``: always answer the most common training class. ``bag_of_words``:
+    logistic regression on word counts (the 2,000 commonest training words, log(1 + count)),
+    trained with AdamW full-batch. Returns ``{"majority": acc, "bag_of_words": acc}``.
+    """
+    from collections import Counter
+
+    majority = Counter(task.train_labels).most_common(1)[0][0]
+    counts = Counter(w for t in task.train_texts for w in set(_words(t)))
+    vocab = {w: i for i, (w, _) in enumerate(counts.most_common(2000))}
+
+    def features(texts):
+        x = torch.zeros(len(texts), len(vocab))
+        for i, t in enumerate(texts):
+            for w in _words(t):
+                if w in vocab:
+                    x[i, vocab[w]] += 1
+        return x.log1p()
+
+    x, y = features(task.train_texts), torch.tensor(task.train_labels)
+    torch.manual_seed(seed)
+    model = nn.Linear(len(vocab), len(task.classes))
+    _fit(model, lambda step, g: F.cross_entropy(model(x), y), steps=steps, lr=0.05,
+         weight_decay=0.01)
+    with torch.no_grad():
+        pred = model(features(task.test_texts)).argmax(-1)
+    y_test = torch.tensor(task.test_labels)
+    return {"majority": float((y_test == majority).float().mean()),
+            "bag_of_words": float((pred == y_test).float().mean())}
+
+
+FINETUNE_METHODS = ("probe", "full", "lora")
+
+
+def run_finetune(method: str = "lora", *, r: int = 4, alpha: float = 8,
+                 target_modules: Sequence[str] = ("c_attn",), steps: int = 150,
+                 batch_size: int = 32, lr: float | None = None, seed: int = 0,
+                 cache: bool = True, progress: bool = False) -> dict:
+    """Fine-tune the pretrained encoder on :func:`module_task` one of three ways.
+
+    ``"probe"``: freeze the encoder, train only the linear head (a linear probe: how much
+    of the task the pretrained features already hold). ``"full"``: train every parameter.
+    ``"lora"``: freeze the encoder, :func:`apply_lora` (rank ``r``, ``alpha``) on the
+    ``target_modules`` (default: the query/key/value matrix ``c_attn`` of every block),
+    train LoRA and the head. The probe trains its head on features computed once (the
+    frozen encoder gives the same features every step), so its ``step_time`` is the head's.
+
+    Returns (cached) a dict: ``method``, ``r``, ``alpha``, ``trainable`` and ``total``
+    parameter counts, ``step``/``loss`` (training curve), ``val_step``/``val`` (validation
+    accuracy), ``step_time`` (median seconds per step), ``test_acc``, ``test_n``,
+    ``test_ci`` (Wilson 95 %), ``baselines`` (:func:`baselines`).
+    """
+    if method not in FINETUNE_METHODS:
+        raise ValueError(f"method must be one of {FINETUNE_METHODS}, got {method!r}")
+    lr = lr if lr is not None else {"probe": 3e-3, "full": 5e-4, "lora": 3e-3}[method]
+    lora = method == "lora"
+    key = dict(method=method, r=r if lora else 0, alpha=alpha if lora else 0,
+               target_modules=list(target_modules) if lora else [], steps=steps,
+               batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        from lmlab.transformer import count_parameters
+
+        encoder, tok, _ = pretrain_encoder(seed=seed)
+        task = module_task(seed=seed)
+        T = encoder.config.block_size
+        data = {part: (*encode_texts(getattr(task, f"{part}_texts"), tok, T),
+                       torch.tensor(getattr(task, f"{part}_labels")))
+                for part in ("train", "val", "test")}
+        torch.manual_seed(seed)
+        model = Classifier(encoder, len(task.classes))
+        total = count_parameters(model)
+        if lora:
+            apply_lora(model, list(target_modules), r=r, alpha=alpha, trainable=["head"])
+        elif method == "probe":
+            mark_only_lora_trainable(model, trainable=["head"])
+            with torch.no_grad():  # frozen features: compute them once
+                pooled = {part: model.pooled(i, m) for part, (i, m, _) in data.items()}
+        y = data["train"][2]
+
+        def logits(part, rows=None):
+            if method == "probe":
+                x = pooled[part] if rows is None else pooled[part][rows]
+                return model.head(x)
+            ids, mask, _ = data[part]
+            return model(ids, mask) if rows is None else model(ids[rows], mask[rows])
+
+        def loss_on_batch(step, g):
+            rows = torch.randint(len(y), (batch_size,), generator=g)
+            return F.cross_entropy(logits("train", rows), y[rows])
+
+        def accuracy(part):
+            return float((logits(part).argmax(-1) == data[part][2]).float().mean())
+
+        hist = _fit(model, loss_on_batch, steps=steps, lr=lr, seed=seed, progress=progress,
+                    evaluate=lambda: accuracy("val"), desc=f"fine-tuning ({method})")
+        with torch.no_grad():
+            acc = accuracy("test")
+        n = len(data["test"][2])
+        return {**hist, "method": method, "r": key["r"], "alpha": key["alpha"],
+                "trainable": count_parameters(model, trainable_only=True), "total": total,
+                "test_acc": acc, "test_n": n,
+                "test_ci": list(wilson_interval(round(acc * n), n)),
+                "baselines": baselines(task, seed=seed)}
+
+    return _cached("finetune", key, build, cache=cache)
+
+
+# =========================================================================== a base GPT, SFT, DPO
+
+
+def gpt_from_state(state: dict, *, sizes: dict | None = None):
+    """Rebuild one of this chapter's GPTs from a cached ``state_dict``."""
+    from lmlab.transformer import GPT
+
+    vocab = state["transformer.wte.weight"].shape[0]
+    model = GPT(_config(sizes or BASE_GPT_CONFIG, vocab))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def pretrain_gpt(steps: int = 300, *, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
+                 cache: bool = True, progress: bool = False):
+    """The chapter's base model: a character GPT (:data:`BASE_GPT_CONFIG`) trained with
+    :func:`lmlab.train.train` on :func:`pretraining_text`. Its vocabulary already holds
+    :data:`SPECIAL_TOKENS` (never seen in pretraining; fine-tuning teaches them).
+    Returns ``(model, tokenizer, history)`` (``history``: ``History.as_dict()``). Cached."""
+    from lmlab.data import train_val_split
+    from lmlab.train import train
+    from lmlab.transformer import GPT
+
+    tok = chapter_tokenizer()
+    key = dict(BASE_GPT_CONFIG, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        ids = torch.tensor(tok.encode(pretraining_text(seed=seed)), dtype=torch.long)
+        train_ids, val_ids = train_val_split(ids, 0.1)
+        torch.manual_seed(seed)
+        model = GPT(_config(BASE_GPT_CONFIG, tok.vocab_size))
+        hist = train(model, train_ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                     val_data=val_ids, eval_batches=2, progress=progress,
+                     warmup=max(1, steps // 10))
+        return {"model": model.state_dict(), "history": hist.as_dict()}
+
+    saved = _cached("gpt", key, build, cache=cache)
+    return gpt_from_state(saved["model"]), tok, saved["history"]
+
+
+def chat_example(ex: Instruction, tok: SpecialTokenizer) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one example; the response ends with ``<|end|>``."""
+    return tok.encode(format_chat(ex.instruction)), tok.encode(ex.response + "<|end|>")
+
+
+def _sft_batch(examples: Sequence[Instruction], tok: SpecialTokenizer):
+    pairs = [sft_labels(*chat_example(ex, tok)) for ex in examples]
+    inputs = pad_batch([p[0] for p in pairs], pad_value=tok["[PAD]"])
+    labels = pad_batch([p[1] for p in pairs], pad_value=IGNORE_INDEX)
+    return inputs, labels
+
+
+def sft_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens only (labels of -100 are skipped).
+    inputs, labels: (B, T) from :func:`sft_labels`, right-padded."""
+    logits = _logits_of(model(inputs))
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def _normalize_answer(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def answer_f1(prediction: str, reference: str) -> float:
+    """SQuAD's word-overlap F1 (Rajpurkar et al. 2016): lower-cased words and numbers,
+    punctuation dropped; harmonic mean of precision and recall of the shared words."""
+    from collections import Counter
+
+    p, r = _normalize_answer(prediction), _normalize_answer(reference)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+@torch.no_grad()
+def answer(model: nn.Module, tok: SpecialTokenizer, instructions: Sequence[str], *,
+           max_new_tokens: int = 72) -> list[str]:
+    """Greedy answers to several instructions at once, cut at the first ``<|end|>``."""
+    from lmlab.generate import generate_batch
+
+    prompts = [tok.encode(format_chat(q)) for q in instructions]
+    outs = generate_batch(model, prompts, max_new_tokens, pad_id=tok["[PAD]"], temperature=0.0)
+    end = tok["<|end|>"]
+    texts = []
+    for p, o in zip(prompts, outs):
+        new = o[len(p):]
+        texts.append(tok.decode(new[: new.index(end)] if end in new else new))
+    return texts
+
+
+def answer_scores(model: nn.Module, tok: SpecialTokenizer, examples: Sequence[Instruction]
+                  ) -> dict:
+    """Greedy answers to ``examples`` and their scores: ``answers`` (list of str),
+    ``exact`` (fraction equal to the reference after normalising), ``f1`` (mean
+    :func:`answer_f1`)."""
+    got = answer(model, tok, [e.instruction for e in examples])
+    exact = [_normalize_answer(a) == _normalize_answer(e.response) for a, e in zip(got, examples)]
+    f1 = [answer_f1(a, e.response) for a, e in zip(got, examples)]
+    return {"answers": got, "exact": sum(exact) / len(exact), "f1": sum(f1) / len(f1)}
+
+
+def run_sft(steps: int = 300, *, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+            cache: bool = True, progress: bool = False) -> dict:
+    """Supervised fine-tuning of :func:`pretrain_gpt` on :func:`instruction_set`'s train
+    part, loss on the response tokens only (:func:`sft_labels`).
+
+    Returns (cached) a dict: ``step``/``loss`` and ``val_step``/``val`` (the masked loss on
+    the held-out instructions), ``step_time``, ``n_train``, ``n_test``, ``before`` and
+    ``after`` (:func:`answer_scores` on the held-out instructions for the base model and
+    the tuned one), ``test`` (the held-out examples as ``[name, instruction, reference]``)
+    and ``model`` (the tuned ``state_dict``; :func:`gpt_from_state` rebuilds it).
+    """
+    key = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        import copy
+
+        base, tok, _ = pretrain_gpt(seed=seed)
+        train_set, test_set = instruction_set(seed=seed)
+        model = copy.deepcopy(base)
+        val_in, val_lab = _sft_batch(test_set, tok)
+
+        def loss_on_batch(step, g):
+            rows = torch.randint(len(train_set), (batch_size,), generator=g).tolist()
+            return sft_loss(model, *_sft_batch([train_set[i] for i in rows], tok))
+
+        hist = _fit(model, loss_on_batch, steps=steps, lr=lr, seed=seed, progress=progress,
+                    evaluate=lambda: sft_loss(model, val_in, val_lab), weight_decay=0.1,
+                    desc="SFT")
+        return {**hist, "n_train": len(train_set), "n_test": len(test_set),
+                "before": answer_scores(base, tok, test_set),
+                "after": answer_scores(model, tok, test_set),
+                "test": [[e.name, e.instruction, e.response] for e in test_set],
+                "model": model.state_dict()}
+
+    return _cached("sft", key, build, cache=cache)
+
+
+def preference_pairs(examples: Sequence[Instruction], *, seed: int = 0
+                     ) -> list[tuple[Instruction, str]]:
+    """Each example with a wrong answer: the answer of another function from another
+    module, drawn with ``seed``. Returns ``[(example, rejected_response), ...]``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for ex in examples:
+        others = [o for o in examples if o.module != ex.module]
+        out.append((ex, others[int(torch.randint(len(others), (1,), generator=g))].response))
+    return out
+
+
+def _pair_batch(pairs, tok):
+    chosen = _sft_batch([ex for ex, _ in pairs], tok)
+    rejected = _sft_batch([Instruction(ex.name, ex.module, ex.instruction, r) for ex, r in pairs],
+                          tok)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def _pair_logps(model, pairs, tok, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    c, r = [], []
+    for i in range(0, len(pairs), chunk):
+        (ci, cl), (ri, rl) = _pair_batch(pairs[i:i + chunk], tok)
+        c.append(sequence_logprob(model, ci, cl))
+        r.append(sequence_logprob(model, ri, rl))
+    return torch.cat(c), torch.cat(r)
+
+
+def run_dpo(beta: float = 0.1, *, steps: int = 150, batch_size: int = 16, lr: float = 2e-4,
+            seed: int = 0, cache: bool = True, progress: bool = False) -> dict:
+    """DPO on preference pairs made from the data (:func:`preference_pairs`), starting
+    from the SFT model, which also serves as the frozen reference.
+
+    Returns (cached) a dict: ``beta``, ``step``/``loss`` (DPO loss), ``val_step``/``val``
+    (mean held-out reward margin ``β[(π_c - r_c) - (π_r - r_r)]``), ``step_time``,
+    ``n_train``/``n_test`` pairs, ``win_rate`` (``{"base", "sft", "dpo"}``: the fraction
+    of held-out pairs whose right answer gets the higher summed log-probability),
+    ``margin`` (final held-out reward margin, mean), ``reward_chosen`` /
+    ``reward_rejected`` (held-out means), ``kl_proxy`` (mean held-out
+    ``log π - log π_ref`` of the chosen answers: how far the policy moved),
+    ``after`` (:func:`answer_scores` of the DPO model on the held-out instructions).
+    """
+    key = dict(beta=beta, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        import copy
+
+        base, tok, _ = pretrain_gpt(seed=seed)
+        sft = run_sft(seed=seed)
+        reference = gpt_from_state(sft["model"])
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        policy = copy.deepcopy(reference)
+        for p in policy.parameters():
+            p.requires_grad_(True)
+        train_set, test_set = instruction_set(seed=seed)
+        train_pairs = preference_pairs(train_set, seed=seed)
+        test_pairs = preference_pairs(test_set, seed=seed + 1)
+        ref_c, ref_r = _pair_logps(reference, train_pairs, tok)
+        test_ref = _pair_logps(reference, test_pairs, tok)
+
+        def loss_on_batch(step, g):
+            rows = torch.randint(len(train_pairs), (batch_size,), generator=g).tolist()
+            (ci, cl), (ri, rl) = _pair_batch([train_pairs[i] for i in rows], tok)
+            return dpo_loss(sequence_logprob(policy, ci, cl), sequence_logprob(policy, ri, rl),
+                            ref_c[rows], ref_r[rows], beta=beta)
+
+        def held_out_margin():
+            return dpo_rewards(*_pair_logps(policy, test_pairs, tok), *test_ref,
+                               beta=beta).margin.mean()
+
+        hist = _fit(policy, loss_on_batch, steps=steps, lr=lr, seed=seed, progress=progress,
+                    evaluate=held_out_margin, weight_decay=0.0, desc="DPO")
+        pc, pr = _pair_logps(policy, test_pairs, tok)
+        rewards = dpo_rewards(pc, pr, *test_ref, beta=beta)
+
+        def win_rate(c, r):
+            return float((c > r).float().mean())
+
+        return {**hist, "beta": beta, "n_train": len(train_pairs), "n_test": len(test_pairs),
+                "win_rate": {"base": win_rate(*_pair_logps(base, test_pairs, tok)),
+                             "sft": win_rate(*test_ref), "dpo": win_rate(pc, pr)},
+                "margin": float(rewards.margin.mean()),
+                "reward_chosen": float(rewards.chosen.mean()),
+                "reward_rejected": float(rewards.rejected.mean()),
+                "kl_proxy": float((pc - test_ref[0]).mean()),
+                "after": answer_scores(policy, tok, test_set)}
+
+    return _cached("dpo", key, build, cache=cache)
+
+
+# =========================================================================== distillation and pruning
+
+#: the distilled student: half as deep and half as wide as the teacher (about 1/8 the size)
+STUDENT_CONFIG = dict(n_layer=2, n_head=2, n_embd=64, block_size=128)
+
+
+def run_distillation(temperature: float = 2.0, *, alpha: float = 1.0, steps: int = 300,
+                     batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
+                     cache: bool = True, progress: bool = False) -> dict:
+    """Knowledge distillation (Hinton et al. 2015) against the hard-label baseline.
+
+    The teacher is :func:`pretrain_gpt`; the student (:data:`STUDENT_CONFIG`) is trained
+    twice from the same initialisation on the same batches for the same ``steps``: on the
+    hard next tokens (cross-entropy), and on ``alpha · distill_loss(T) + (1 - alpha) · CE``
+    (``alpha = 1``: the teacher's soft targets only). Both are scored by the ordinary
+    next-token loss on held-out text.
+
+    Returns (cached) a dict: ``temperature``, ``alpha``, ``teacher_params``,
+    ``student_params``, ``teacher_val`` (the teacher's own validation loss), and for
+    ``"hard"`` and ``"soft"`` each: ``step``, ``loss``, ``val_step``, ``val``,
+    ``step_time``, ``final_val``.
+    """
+    from lmlab.compress import distill_loss
+    from lmlab.data import get_batch, train_val_split
+    from lmlab.train import evaluate
+    from lmlab.transformer import GPT, count_parameters
+
+    key = dict(STUDENT_CONFIG, temperature=temperature, alpha=alpha, steps=steps,
+               batch_size=batch_size, lr=lr, seed=seed)
+
+    def build() -> dict:
+        teacher, tok, _ = pretrain_gpt(seed=seed)
+        ids = torch.tensor(tok.encode(pretraining_text(seed=seed)), dtype=torch.long)
+        train_ids, val_ids = train_val_split(ids, 0.1)
+        T = STUDENT_CONFIG["block_size"]
+        out = {"temperature": temperature, "alpha": alpha,
+               "teacher_params": count_parameters(teacher),
+               "teacher_val": evaluate(teacher, val_ids, batch_size=16, max_batches=4)[0]}
+        for kind in ("hard", "soft"):
+            torch.manual_seed(seed)
+            student = GPT(_config(STUDENT_CONFIG, tok.vocab_size))
+            out["student_params"] = count_parameters(student)
+
+            def loss_on_batch(step, g, student=student, kind=kind):
+                x, y = get_batch(train_ids, T, batch_size, generator=g)
+                logits, hard = student(x, y)
+                if kind == "hard":
+                    return hard
+                with torch.no_grad():
+                    teacher_logits = teacher(x)[0]
+                soft = distill_loss(logits, teacher_logits, temperature=temperature)
+                return alpha * soft + (1 - alpha) * hard
+
+            hist = _fit(student, loss_on_batch, steps=steps, lr=lr, seed=seed, weight_decay=0.1,
+                        evaluate=lambda s=student: evaluate(s, val_ids, batch_size=16,
+                                                            max_batches=4)[0],
+                        progress=progress, desc=f"student ({kind})")
+            out[kind] = {**hist, "final_val": hist["val"][-1]}
+        return out
+
+    return _cached("distill", key, build, cache=cache)
+
+
+PRUNE_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def run_pruning(sparsities: Sequence[float] = PRUNE_SPARSITIES, *, seed: int = 0,
+                cache: bool = True) -> dict:
+    """Validation loss of :func:`pretrain_gpt` after magnitude pruning, no retraining.
+
+    Every ``nn.Linear`` weight in the blocks is pruned on its own (embeddings and the head
+    are kept, see :func:`lmlab.compress.prune_model`). Returns (cached) a dict:
+    ``sparsity`` (list), ``val`` (the loss at each, unstructured), ``val_2_4`` (the 2:4
+    pattern, 50 %), ``val_dense`` (no pruning).
+    """
+    import copy
+
+    from lmlab.compress import prune_model
+    from lmlab.data import train_val_split
+    from lmlab.train import evaluate
+
+    key = dict(sparsities=list(sparsities), seed=seed)
+
+    def build() -> dict:
+        model, tok, _ = pretrain_gpt(seed=seed)
+        ids = torch.tensor(tok.encode(pretraining_text(seed=seed)), dtype=torch.long)
+        _, val_ids = train_val_split(ids, 0.1)
+
+        def val(m):
+            return evaluate(m, val_ids, batch_size=16, max_batches=4)[0]
+
+        losses = [val(prune_model(copy.deepcopy(model), s)) for s in sparsities]
+        return {"sparsity": list(sparsities), "val": losses, "val_dense": val(model),
+                "val_2_4": val(prune_model(copy.deepcopy(model), pattern="2:4"))}
+
+    return _cached("prune", key, build, cache=cache)
+
+
+def sparse_matmul_timing(sparsities: Sequence[float] = (0.5, 0.7, 0.9, 0.95, 0.99), *,
+                         n: int = 1024, batch: int = 64, repeat: int = 15) -> dict:
+    """Why unstructured sparsity does not speed up a dense matmul on a CPU: time
+    ``x @ W.T`` for a dense W, for W with a fraction of its entries set to zero but still
+    stored densely (the kernel multiplies the zeros too), and for the same W in PyTorch's
+    CSR sparse format (which skips them, at the price of an index per kept weight and
+    irregular memory access). x: (batch, n), W: (n, n). Not cached: it is a timing.
+
+    Returns ``{"sparsity": [...], "dense": s, "zeros_in_dense": [...], "csr": [...],
+    "zeros_vs_dense": [...], "csr_vs_dense": [...]}``, seconds per call (medians) and
+    ratios (> 1: slower than dense).
+    """
+    import warnings
+
+    from lmlab.compress import magnitude_prune
+    from lmlab.device import time_fn
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(n, n, generator=g)
+    x = torch.randn(batch, n, generator=g)
+    dense = time_fn(lambda: x @ w.T, repeat=repeat).median
+    out: dict = {"sparsity": list(sparsities), "dense": dense, "n": n, "batch": batch,
+                 "zeros_in_dense": [], "csr": []}
+    for s in sparsities:
+        pruned, _ = magnitude_prune(w, s)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            csr = pruned.to_sparse_csr()
+        out["zeros_in_dense"].append(time_fn(lambda p=pruned: x @ p.T, repeat=repeat).median)
+        out["csr"].append(time_fn(lambda c=csr: (c @ x.T).T, repeat=repeat).median)
+    out["zeros_vs_dense"] = [t / dense for t in out["zeros_in_dense"]]
+    out["csr_vs_dense"] = [t / dense for t in out["csr"]]
     return out

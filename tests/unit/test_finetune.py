@@ -396,3 +396,81 @@ def test_ngram_overlap():
     fr = ngram_overlap(["the cat sat on", "a dog ran off", "cat"], train, n=2)
     assert fr == [1.0, 0.0, 0.0]
     assert ngram_overlap(["sat on the rug"], [train], n=2) == [2 / 3]
+
+
+# --------------------------------------------------------------------------- the encoder
+
+
+def _encoder(fused=True, seed=0):
+    from lmlab.finetune import Encoder
+
+    torch.manual_seed(seed)
+    return Encoder(GPTConfig(vocab_size=17, block_size=12, n_layer=2, n_head=2, n_embd=16,
+                             fused=fused)).eval()
+
+
+def test_encoder_is_bidirectional_and_built_from_block():
+    from lmlab.transformer import Block
+
+    enc = _encoder()
+    assert all(isinstance(b, Block) for b in enc.transformer.h)
+    ids = torch.randint(0, 17, (2, 9), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 17
+    with torch.no_grad():
+        a, b = enc.features(ids), enc.features(changed)
+    assert (a[:, 0] - b[:, 0]).abs().max() > 1e-4  # the first token sees the last one
+
+
+def test_encoder_padding_is_invisible_and_fused_equals_written_out():
+    fused, plain = _encoder(True), _encoder(False)
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 17, (1, 7), generator=torch.Generator().manual_seed(1))
+    padded = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[True] * 7 + [False] * 5])
+    with torch.no_grad():
+        alone = fused.features(ids)
+        with_pad = fused.features(padded, mask)[:, :7]
+        written = plain.features(padded, mask)[:, :7]
+    torch.testing.assert_close(with_pad, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(written, with_pad, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_mlm_loss_and_classifier_pooling():
+    from lmlab.finetune import Classifier
+
+    enc = _encoder()
+    ids = torch.randint(0, 17, (3, 10), generator=torch.Generator().manual_seed(2))
+    inputs, labels = mlm_mask(ids, mask_id=16, vocab_size=14, p=0.5,
+                              generator=torch.Generator().manual_seed(3))
+    logits, loss = enc(inputs, labels)
+    keep = labels != IGNORE_INDEX
+    want = F.cross_entropy(logits[keep], labels[keep])
+    torch.testing.assert_close(loss, want)
+    clf = Classifier(enc, 4).eval()
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, 6:] = False
+    with torch.no_grad():
+        pooled = clf.pooled(ids, mask)
+        torch.testing.assert_close(pooled[0], enc.features(ids[:1, :6])[0].mean(0),
+                                   rtol=1e-5, atol=1e-5)
+    assert clf(ids, mask).shape == (3, 4)
+    with pytest.raises(ValueError, match="pool"):
+        Classifier(enc, 4, pool="max")
+    with pytest.raises(ValueError, match="block_size"):
+        enc.features(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_answer_f1_and_preference_pairs():
+    from lmlab.finetune import Instruction, answer_f1, preference_pairs
+
+    assert answer_f1("Return the sum.", "return the SUM") == 1.0
+    assert answer_f1("nothing here", "Return the sum.") == 0.0
+    # predicted {return, a, list}, reference {return, a, list, of, words}: P=1, R=3/5
+    assert answer_f1("Return a list.", "Return a list of words.") == pytest.approx(0.75)
+    examples = [Instruction(f"f{i}", f"m{i % 3}", f"q{i}", f"a{i}") for i in range(9)]
+    pairs = preference_pairs(examples, seed=0)
+    for ex, rejected in pairs:
+        owner = next(e for e in examples if e.response == rejected)
+        assert owner.module != ex.module
+    assert pairs == preference_pairs(examples, seed=0)
