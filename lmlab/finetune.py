@@ -15,9 +15,20 @@ Chapter 10 reads this module top to bottom:
 * **evaluation**: :func:`mc_score` (multiple choice by log-likelihood),
   :func:`wilson_interval`, :func:`ngram_overlap` (contamination).
 
-The experiments the chapter runs (an encoder pretrained with MLM, a downstream task from
-the corpus, probe / full fine-tuning / LoRA, SFT, DPO, distillation, pruning) are the
-``run_*`` functions further down; each caches its result under ``$LMLAB_CACHE``.
+Then the chapter's experiments, each trained once on one thread and cached under
+``$LMLAB_CACHE`` (later calls load in a moment):
+
+* data: :func:`chapter_tokenizer` (characters + :data:`SPECIAL_TOKENS`),
+  :func:`module_task` ("which package is this docstring from?", labels from the data,
+  seeded split) with :func:`baselines` (majority class, bag of words),
+  :func:`instruction_set` ("What does `str.split` do?" -> the docstring's first
+  sentence, held-out functions), :func:`pretraining_text` (the corpus minus all of that);
+* models: :class:`Encoder` (lmlab's :class:`~lmlab.transformer.Block` without the causal
+  mask) pretrained by :func:`pretrain_encoder`, :class:`Classifier`, and a character GPT
+  from :func:`pretrain_gpt`;
+* runs: :func:`run_finetune` (probe / full / LoRA), :func:`run_sft`, :func:`run_dpo`,
+  :func:`run_distillation`, :func:`run_pruning`, and the (uncached) timing
+  :func:`sparse_matmul_timing`.
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ __all__ = [
     "apply_lora",
     "mark_only_lora_trainable",
     "lora_state_dict",
+    "lora_parameter_count",
+    "training_memory_bytes",
     # chat / SFT
     "SpecialTokenizer",
     "CHAT_TEMPLATE",
@@ -64,6 +77,33 @@ __all__ = [
     "mc_score",
     "wilson_interval",
     "ngram_overlap",
+    "answer_f1",
+    # models, data and the chapter's experiments
+    "Encoder",
+    "Classifier",
+    "SPECIAL_TOKENS",
+    "chapter_tokenizer",
+    "TaskData",
+    "module_task",
+    "Instruction",
+    "instruction_set",
+    "pretraining_text",
+    "encode_texts",
+    "baselines",
+    "pretrain_encoder",
+    "run_finetune",
+    "pretrain_gpt",
+    "gpt_from_state",
+    "chat_example",
+    "sft_loss",
+    "answer",
+    "answer_scores",
+    "run_sft",
+    "preference_pairs",
+    "run_dpo",
+    "run_distillation",
+    "run_pruning",
+    "sparse_matmul_timing",
 ]
 
 IGNORE_INDEX = -100  # PyTorch's cross_entropy default: targets equal to it add no loss
@@ -326,6 +366,23 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the trainable tensors (the LoRA matrices and any trainable head): what a LoRA
     checkpoint stores, a tiny fraction of the model."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def lora_parameter_count(model: nn.Module, target_modules: str | Sequence[str], r: int) -> int:
+    """How many parameters :func:`apply_lora` would add: ``r · (in + out)`` per matched
+    ``nn.Linear`` (the model is not changed)."""
+    return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and _matches(name, target_modules))
+
+
+def training_memory_bytes(total: int, trainable: int, *, bytes_per_value: int = 4) -> dict:
+    """Memory for the model's state while training with Adam(W), activations not counted:
+    ``weights`` (every parameter), ``gradients`` (trainable ones), ``optimizer`` (Adam's
+    two moments per trainable parameter) and their ``total``, in bytes."""
+    out = {"weights": total * bytes_per_value, "gradients": trainable * bytes_per_value,
+           "optimizer": 2 * trainable * bytes_per_value}
+    out["total"] = sum(out.values())
+    return out
 
 
 # =========================================================================== chat and SFT
@@ -776,12 +833,24 @@ class TaskData:
 
 
 def _package_docstrings(package: str) -> list[str]:
-    """The docstrings of a standard-library package and its public submodules."""
-    from lmlab.data import _docstrings, _stdlib_module_names, _try_import
+    """The docstrings of a standard-library package and its public submodules (the
+    submodules :func:`lmlab.data.load_corpus` reads, found without importing all others)."""
+    import pkgutil
+    import warnings
+
+    from lmlab.data import _SKIP_PARTS, _docstrings, _try_import
 
     docs = []
-    for name in _stdlib_module_names():
-        if name == package or name.startswith(package + "."):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated submodules warn when imported
+        top = _try_import(package)
+        if top is None:
+            return docs
+        names = [package] + sorted(
+            info.name for info in pkgutil.walk_packages(getattr(top, "__path__", []),
+                                                        package + ".", onerror=lambda _: None)
+            if not any(p.startswith("_") or p in _SKIP_PARTS for p in info.name.split(".")))
+        for name in names:
             module = _try_import(name)
             if module is not None:
                 docs.extend(_docstrings(module))
@@ -1006,7 +1075,7 @@ def _with_cls(windows: torch.Tensor, cls_id: int) -> torch.Tensor:
     return torch.cat([torch.full_like(windows[:, :1], cls_id), windows], dim=1)
 
 
-def pretrain_encoder(steps: int = 400, *, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+def pretrain_encoder(steps: int = 600, *, batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
                      cache: bool = True, progress: bool = False):
     """A BERT-style :class:`Encoder` pretrained with masked LM on :func:`pretraining_text`.
 

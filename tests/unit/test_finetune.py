@@ -474,3 +474,48 @@ def test_answer_f1_and_preference_pairs():
         owner = next(e for e in examples if e.response == rejected)
         assert owner.module != ex.module
     assert pairs == preference_pairs(examples, seed=0)
+
+
+def test_task_and_instruction_splits_are_fixed_and_disjoint():
+    from lmlab.finetune import TASK_MODULES, instruction_set, module_task
+
+    task = module_task(seed=0)
+    assert task.classes == list(TASK_MODULES)
+    parts = [set(task.train_texts), set(task.val_texts), set(task.test_texts)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    for labels in (task.train_labels, task.val_labels, task.test_labels):
+        assert set(labels) == set(range(len(TASK_MODULES)))  # every class in every split
+    assert module_task(seed=0).test_texts == task.test_texts
+    assert module_task(seed=1).test_texts != task.test_texts
+    train, test = instruction_set(seed=0)
+    assert not {e.name for e in train} & {e.name for e in test}
+    assert len(test) == round(0.15 * (len(train) + len(test)))
+    assert all(e.instruction == f"What does `{e.name}` do?" and len(e.response) <= 64
+               for e in train + test)
+
+
+def test_lora_parameter_count_and_memory():
+    from lmlab.finetune import lora_parameter_count, training_memory_bytes
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8))
+    predicted = lora_parameter_count(model, ["c_attn", "c_fc"], r=3)
+    apply_lora(model, ["c_attn", "c_fc"], r=3)
+    assert predicted == count_parameters(model, trainable_only=True) == 2 * 3 * (8 + 24 + 8 + 32)
+    mem = training_memory_bytes(1000, 10)
+    assert mem == {"weights": 4000, "gradients": 40, "optimizer": 80, "total": 4120}
+
+
+def test_sft_loss_counts_response_tokens_only():
+    from lmlab.finetune import pad_batch, sft_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    pairs = [sft_labels([1, 2, 3, 4], [5, 6, 11]), sft_labels([7], [8, 11])]
+    inputs = pad_batch([p[0] for p in pairs], pad_value=0)
+    labels = pad_batch([p[1] for p in pairs], pad_value=IGNORE_INDEX)
+    logits, _ = model(inputs)
+    keep = labels != IGNORE_INDEX
+    assert keep.sum() == 5  # 3 + 2 response tokens, <|end|> (11) included
+    want = -F.log_softmax(logits, -1)[keep].gather(-1, labels[keep][:, None]).mean()
+    torch.testing.assert_close(sft_loss(model, inputs, labels), want)
