@@ -1,4 +1,4 @@
-"""The Transformer: positions, LayerNorm, the feed-forward network, the block, a GPT.
+"""The Transformer: positions, norms, the feed-forward network, the block, a GPT.
 
 Read top to bottom, this module builds a decoder-only Transformer (GPT-2's architecture,
 as in Radford et al. 2019 and nanoGPT) out of small parts:
@@ -11,11 +11,19 @@ as in Radford et al. 2019 and nanoGPT) out of small parts:
 * :class:`Block`: pre-LN by default, ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``;
 * :class:`GPT`: embeddings, ``n_layer`` blocks, a final LayerNorm, the language-model head.
 
-and counts what it costs: :func:`param_count` (closed form, equal to
-:func:`count_parameters` of the built model) and :func:`flops_per_token`.
+The same code builds today's open models (Llama, Mistral, Qwen, Mixtral) when the config
+says so: :class:`RMSNorm` instead of LayerNorm, rotary positions (:mod:`lmlab.rope`)
+instead of a position table, the :class:`SwiGLU` feed-forward (or a mixture of experts,
+:mod:`lmlab.moe`), grouped-query attention (:func:`repeat_kv`), no biases, an untied head;
+:mod:`lmlab.presets` lists real models.
+
+It also counts what a model costs: :func:`param_count` (closed form, equal to
+:func:`count_parameters` of the built model), :func:`active_param_count`,
+:func:`kv_cache_bytes_per_token` and :func:`flops_per_token`.
 
 Shapes: ``B`` batch, ``T`` sequence length, ``C`` = ``n_embd``, ``H`` = ``n_head``,
-``D`` = ``C // H`` (head size), ``V`` = ``vocab_size``.
+``H_kv`` = ``n_kv_head``, ``D`` = ``C // H`` (head size), ``F`` the feed-forward's
+hidden width, ``V`` = ``vocab_size``.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def llama_tiny(**overrides) -> GPTConfig:
 # --------------------------------------------------------------------------- RMSNorm
 
 
-@FAST
+@settings(max_examples=12, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 40), st.sampled_from([1e-6, 1e-5, 0.1]))
 def test_rms_norm_matches_torch(rows, C, eps):
     g = torch.Generator().manual_seed(rows * 100 + C)
@@ -350,3 +350,28 @@ def test_moe_gpt_trains_the_router_through_the_aux_loss():
     torch.testing.assert_close(loss, ce + 0.01 * model.aux_loss())
     loss.backward()
     assert model.transformer.h[0].mlp.gate.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- counting
+
+
+@FAST
+@given(st.sampled_from(["layernorm", "rmsnorm"]), st.sampled_from(["gelu", "gelu_tanh", "swiglu"]),
+       st.sampled_from([None, 1, 2, 4]), st.sampled_from([0, 2, 3]), st.booleans(),
+       st.sampled_from([None, True, False]), st.booleans(),
+       st.sampled_from(["learned", "sinusoidal", "rope"]))
+def test_param_count_equals_built_model_for_any_family(norm, mlp, n_kv_head, n_expert, bias,
+                                                       qkv_bias, tie, positions):
+    from lmlab.transformer import active_param_count, count_parameters, param_count
+
+    if n_expert and mlp != "swiglu":
+        mlp = "swiglu"
+    config = GPTConfig(vocab_size=19, block_size=8, n_layer=2, n_head=4, n_embd=16, norm=norm,
+                       mlp=mlp, n_kv_head=n_kv_head, n_expert=n_expert, n_expert_per_token=2,
+                       bias=bias, qkv_bias=qkv_bias, tie_weights=tie, positions=positions)
+    with torch.device("meta"):
+        model = GPT(config)
+    assert count_parameters(model) == param_count(config)
+    if n_expert:
+        per_expert = count_parameters(model.transformer.h[0].mlp.experts[0])
+        assert active_param_count(config) == param_count(config) - 2 * (n_expert - 2) * per_expert
