@@ -447,14 +447,17 @@ def train_word2vec(tokens: Iterable[str] | Iterable[Sequence[str]], *, mode: str
             examples, all_negs = _epoch_examples(part, keep, table, mode, window, negatives,
                                                  generator)
             n = len(examples[0])
-            for s in range(0, n, batch_size):
+            reported = 0  # words of this epoch shown on the bar: whole numbers, so it ends
+            for s in range(0, n, batch_size):  # exactly at its total
                 done = (epoch + s / n) / epochs
                 batch = [t[s:s + batch_size].to(device) for t in examples]
                 loss = model.sgd_step(batch[0], batch[1], all_negs[s:s + batch_size].to(device),
                                       lr0 * max(1e-4, 1 - done),
                                       mask=batch[2] if mode == "cbow" else None)
                 losses.append((done, loss))
-                bar.update(part.n_words * len(batch[0]) / n)
+                words = part.n_words * min(s + batch_size, n) // n
+                bar.update(words - reported)
+                reported = words
 
     start = time.perf_counter()
     bar = tqdm(total=corpus.n_words * epochs, desc=f"word2vec {mode}", unit="word",
