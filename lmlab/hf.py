@@ -1,8 +1,13 @@
 """Load Hugging Face ``transformers`` weights into lmlab's :class:`~lmlab.transformer.GPT`.
 
-What a reader would do with real weights: download a checkpoint with ``transformers``,
-then ``model = from_hf(hf_model)`` gives an lmlab model that computes the same logits
-(the unit tests check ≤ 1e-5 in float32 for GPT-2, Llama, Mistral, Mixtral and Qwen2).
+What a reader would do with real weights (the course itself never downloads any)::
+
+    from transformers import AutoModelForCausalLM
+    hf_model = AutoModelForCausalLM.from_pretrained("Qwen/Qwen2.5-0.5B", dtype=torch.float32)
+    model = from_hf(hf_model)  # an lmlab GPT computing the same logits
+
+The unit tests check ≤ 1e-5 in float32 for GPT-2, Llama, Mistral, Mixtral and Qwen2, built
+from configs with random weights.
 The conversion is a renaming plus three changes of layout:
 
 * GPT-2 stores its linear maps as ``Conv1D`` with the weight as (in, out); ``nn.Linear``
@@ -15,7 +20,7 @@ The conversion is a renaming plus three changes of layout:
 
 Hugging Face stores RoPE weights for the *half-split* pairing; loading into a model with
 ``rope_style="interleaved"`` reorders the q and k rows of each head
-(:func:`lmlab.rope.half_to_interleaved_permutation`), which gives the same model.
+(:func:`lmlab.rope.half_to_interleaved_weight`), which gives the same model.
 
 Not covered: RoPE scaling (Llama 3.1+), Mistral's sliding window (a warning: results
 agree up to 4096 tokens), Llama models with ``attention_bias``/``mlp_bias``.
@@ -30,7 +35,7 @@ from dataclasses import replace
 
 import torch
 
-from lmlab.rope import half_to_interleaved_permutation
+from lmlab.rope import half_to_interleaved_weight
 from lmlab.transformer import GPT, GPTConfig
 
 __all__ = ["config_from_hf", "convert_hf_state_dict", "load_hf_state_dict", "from_hf"]
@@ -111,13 +116,6 @@ def _gpt2_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _interleave_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder the rows (H·D, ...) of each head from half-split to interleaved pairs."""
-    D = weight.shape[0] // n_heads
-    perm = half_to_interleaved_permutation(D).to(weight.device)
-    return weight.reshape(n_heads, D, *weight.shape[1:])[:, perm].reshape(weight.shape)
-
-
 def _llama_state_dict(sd: Mapping[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
     out = {"transformer.wte.weight": sd["model.embed_tokens.weight"],
            "transformer.ln_f.weight": sd["model.norm.weight"],
@@ -132,7 +130,8 @@ def _llama_state_dict(sd: Mapping[str, torch.Tensor], config: GPTConfig) -> dict
             if q is None:
                 continue
             if config.rope_style == "interleaved":
-                q, k = _interleave_rows(q, config.n_head), _interleave_rows(k, config.kv_heads)
+                q, k = half_to_interleaved_weight(q, config.n_head), half_to_interleaved_weight(
+                    k, config.kv_heads)
             out[f"{lm}attn.c_attn.{suffix}"] = torch.cat([q, k, v], dim=0)
         out.update(_experts(sd, hf, lm, config.n_expert))
     return out

@@ -31,6 +31,7 @@ __all__ = [
     "rotate",
     "apply_rope",
     "half_to_interleaved_permutation",
+    "half_to_interleaved_weight",
 ]
 
 ROPE_STYLES = ("half", "interleaved")
@@ -147,3 +148,18 @@ def half_to_interleaved_permutation(head_dim: int) -> torch.Tensor:
     _check_head_dim(head_dim)
     half = head_dim // 2
     return torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+
+
+def half_to_interleaved_weight(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder the rows of a query or key weight (or bias) from half-split to interleaved.
+
+    weight: (n_heads·D, ...) with head ``h`` in rows ``h·D : (h+1)·D``; each head's rows
+    are reordered by :func:`half_to_interleaved_permutation`. A model whose q and k maps
+    are converted this way and run with ``style="interleaved"`` computes exactly what the
+    original computes with ``style="half"``. Returns a new tensor of the same shape.
+    """
+    if weight.shape[0] % n_heads:
+        raise ValueError(f"weight has {weight.shape[0]} rows, not a multiple of n_heads={n_heads}")
+    D = weight.shape[0] // n_heads
+    perm = half_to_interleaved_permutation(D).to(weight.device)
+    return weight.reshape(n_heads, D, *weight.shape[1:])[:, perm].reshape(weight.shape)

@@ -375,3 +375,32 @@ def test_param_count_equals_built_model_for_any_family(norm, mlp, n_kv_head, n_e
     if n_expert:
         per_expert = count_parameters(model.transformer.h[0].mlp.experts[0])
         assert active_param_count(config) == param_count(config) - 2 * (n_expert - 2) * per_expert
+
+
+def test_a_half_split_model_equals_an_interleaved_one_after_permuting_q_and_k_rows():
+    from dataclasses import replace
+
+    from lmlab.rope import half_to_interleaved_weight
+
+    torch.manual_seed(0)
+    config = llama_tiny(qkv_bias=True)
+    half = GPT(config).eval()
+    with torch.no_grad():  # weights large enough for attention to depend on the positions
+        for p in half.parameters():
+            p.mul_(8.0 if p.dim() > 1 else 1.0)
+    interleaved = GPT(replace(config, rope_style="interleaved")).eval()
+    state = {name: t.clone() for name, t in half.state_dict().items()}
+    H, H_kv, D = config.n_head, config.kv_heads, config.head_dim
+    for name in list(state):
+        if name.endswith(("c_attn.weight", "c_attn.bias")):
+            q, k, v = state[name].split([H * D, H_kv * D, H_kv * D])
+            q, k = half_to_interleaved_weight(q, H), half_to_interleaved_weight(k, H_kv)
+            state[name] = torch.cat([q, k, v])
+    interleaved.load_state_dict(state)
+    idx = torch.randint(0, 29, (2, 9))
+    torch.testing.assert_close(interleaved(idx)[0], half(idx)[0], rtol=1e-5, atol=1e-5)
+    # without the permutation the interleaved model is a different function
+    interleaved.load_state_dict(half.state_dict())
+    assert not torch.allclose(interleaved(idx)[0], half(idx)[0], atol=1e-2)
+    with pytest.raises(ValueError, match="n_heads"):
+        half_to_interleaved_weight(torch.zeros(10, 3), 4)
