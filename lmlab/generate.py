@@ -185,7 +185,9 @@ def kv_cache_bytes(
 class KVCache:
     """The keys and values of every layer for the positions already processed.
 
-    One buffer per layer of shape (B, H, max_len, D) is allocated up front, so a decode
+    One buffer per layer of shape (B, H, max_len, D) is allocated up front (H: the
+    model's *key/value* heads, fewer than its query heads with grouped-query attention;
+    with RoPE the keys are stored already rotated to their positions), so a decode
     step writes into memory that already exists instead of growing tensors (which would
     copy the whole cache every step). ``update(layer, k, v)`` writes the new positions
     after the cached ones and returns views of everything cached so far.
