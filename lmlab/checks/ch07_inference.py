@@ -1,5 +1,5 @@
 """Checks for exercise ch07_inference: temperature, top-k, top-p, attention with a KV cache,
-and the memory a KV cache takes."""
+the memory a KV cache takes, and the accept/reject step of speculative decoding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmlab import generate
+from lmlab import generate, speculative
 from lmlab.checks.core import Case, Mistake, Part, close, make_check
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "check_top_p_filter",
     "check_attend_with_cache",
     "check_kv_cache_bytes",
+    "check_speculative_accept",
 ]
 
 CHAPTER = "ch07_inference"
@@ -500,6 +501,187 @@ check_kv_cache_bytes = make_check(
                 "elements",
                 "you counted elements, not bytes: multiply by bytes_per_element.",
                 lambda L, B, H, T, D, b: 2 * L * B * H * T * D,
+            ),
+            Mistake(
+                "no-heads",
+                "you left out the number of heads: every head caches its own key and value "
+                "vector of head_dim numbers per position (× n_head; with grouped-query "
+                "attention, × the number of KV heads).",
+                lambda L, B, H, T, D, b: 2 * L * B * T * D * b,
+            ),
+        ],
+    )
+)
+
+
+# --------------------------------------------------------------------------- speculative decoding
+
+
+def _accept_reference(draft_probs, target_probs, draft_tokens, uniforms):
+    return speculative.speculative_accept(draft_probs, target_probs, draft_tokens,
+                                          uniforms=uniforms)
+
+
+def _inverse_cdf(weights: torch.Tensor, u) -> int:
+    """The first token whose cumulative weight exceeds u (clamped to the last token)."""
+    cdf = torch.cumsum(weights.double(), dim=-1)
+    return min(int((cdf <= float(u)).sum()), weights.shape[-1] - 1)
+
+
+def _accept_variant(q, p, x, u, *, test="ratio", residual="p-q", normalise=True, bonus=True,
+                    stop=True, count_rejected=False):
+    """The accept/reject step with one thing changed (the building block of the mistakes)."""
+    q, p, u = q.double(), p.double(), u.double()
+    k = q.shape[0]
+    rows = torch.arange(k)
+    px, qx = p[rows, x], q[rows, x]
+    if test == "ratio":
+        kept = u[:k] < px / qx
+    elif test == "inverted":
+        kept = u[:k] < qx / px
+    else:  # "reversed": u > p/q
+        kept = u[:k] > px / qx
+    n = int(kept.sum()) if not stop else int(kept.long().cumprod(0).sum())
+    if n >= k:
+        if not bonus:
+            return k, None
+        return k, _inverse_cdf(p[k if bonus is True else k - 1], u[k])
+    i = n if stop else int((~kept).nonzero()[0])
+    if residual == "p":
+        weights = p[i]
+    else:
+        weights = (p[i] - q[i] if residual == "p-q" else q[i] - p[i]).clamp(min=0)
+    if normalise:
+        weights = weights / weights.sum()
+    return (n + 1 if count_rejected else n), _inverse_cdf(weights, u[k])
+
+
+def _u_boundaries(q, p, x):
+    """Values of u at which some variant's decision flips: cases keep u away from them."""
+    q, p = q.double(), p.double()
+    k = q.shape[0]
+    rows = torch.arange(k)
+    tests = torch.cat([p[rows, x] / q[rows, x], q[rows, x] / p[rows, x]])
+    cdfs = []
+    for i in range(k + 1):
+        cdfs.append(p[i].cumsum(-1))
+        if i < k:
+            for r in ((p[i] - q[i]).clamp(min=0), (q[i] - p[i]).clamp(min=0)):
+                cdfs += [r.cumsum(-1), (r / r.sum()).cumsum(-1)]
+    return tests, torch.cat(cdfs)
+
+
+def _speculative_case(g, k, V, *, sharp=2.0, margin=2e-3, label="random", same=()):
+    """Random draft/target probabilities, proposals drawn from the draft, and uniforms that
+    sit at least ``margin`` away from every decision boundary (so float rounding in a
+    correct solution never changes the answer). Rows in ``same`` have p = q."""
+    p = torch.softmax(torch.randn(k + 1, V, generator=g) * sharp, -1)
+    q = torch.softmax(torch.randn(k, V, generator=g) * sharp, -1)
+    for i in same:
+        q[i] = p[i]
+    x = torch.stack([torch.multinomial(q[i], 1, generator=g)[0] for i in range(k)])
+    tests, cdfs = _u_boundaries(q, p, x)
+    u = torch.rand(k + 1, generator=g)
+    for i in range(k):  # two boundaries per draft token: redraw until clear of both
+        while ((u[i].double() - tests[[i, k + i]]).abs() <= margin).any():
+            u[i] = torch.rand(1, generator=g)[0]
+    # the last draw: a random point inside a random gap between the sampling boundaries
+    edges = torch.cat([torch.tensor([0.0, 1.0], dtype=torch.float64), cdfs.clamp(0, 1)])
+    edges = edges.sort().values
+    starts, widths = edges[:-1], edges[1:] - edges[:-1]
+    wide = (widths > 4 * margin).nonzero().flatten()
+    pick = int(wide[torch.randint(len(wide), (1,), generator=g)])
+    lo = float(starts[pick]) + margin
+    u[k] = lo + float(torch.rand(1, generator=g)) * (float(widths[pick]) - 2 * margin)
+    return Case((q, p, x, u), label=label)
+
+
+def _speculative_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = [_speculative_case(g, rng.randint(1, 5), rng.randint(3, 10)) for _ in range(8)]
+    cases += [
+        _speculative_case(g, 3, 7, same=(0, 1, 2), label="edge: draft = target, all kept, bonus"),
+        _speculative_case(g, 4, 5, sharp=0.3, label="edge: flat distributions, most kept"),
+        _speculative_case(g, 1, 3, label="edge: one draft token"),
+    ]
+    # hand-made: token 0 kept (p/q = 0.8 > u = 0.5), token 1 rejected (p/q = 0.25 < 0.6),
+    # token 2 would be kept (p = q); residual of row 1 = [0.2, 0, 0.1, 0] -> u = 0.9 is in
+    # token 2's share after renormalising (2/3..1), past the unnormalised mass (0.3)
+    q = torch.tensor([[0.5, 0.2, 0.2, 0.1], [0.2, 0.4, 0.1, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    p = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.1, 0.2, 0.3], [0.25, 0.25, 0.25, 0.25],
+                      [0.1, 0.2, 0.3, 0.4]])
+    cases.append(Case((q, p, torch.tensor([0, 1, 3]), torch.tensor([0.5, 0.6, 0.3, 0.9])),
+                      label="edge: second token rejected, the third would pass"))
+    return cases
+
+
+_BONUS_HINT = (
+    "when all k draft tokens are accepted you must still return one more token: the "
+    "target scored position k+1 in the same pass, so sample the bonus token from "
+    "target_probs[k] (the last row)."
+)
+
+check_speculative_accept = make_check(
+    Part(
+        name="speculative_accept",
+        chapter=CHAPTER,
+        reference=_accept_reference,
+        cases=_speculative_cases,
+        compare=close(rtol=0, atol=0),
+        guard=["lmlab.speculative.speculative_accept", "lmlab.speculative.sample_from"],
+        mistakes=[
+            Mistake(
+                "inverted-ratio",
+                "you accept draft token x when u < q(x)/p(x): the ratio is upside down. Keep "
+                "it with probability min(1, p(x)/q(x)), target over draft: u < p(x)/q(x).",
+                lambda *a: _accept_variant(*a, test="inverted"),
+            ),
+            Mistake(
+                "reversed-test",
+                "you accept when u > p(x)/q(x): the comparison is reversed. A token the target "
+                "likes more than the draft (p/q >= 1) must always be kept: accept when "
+                "u < p(x)/q(x).",
+                lambda *a: _accept_variant(*a, test="reversed"),
+            ),
+            Mistake(
+                "resample-from-target",
+                "after a rejection you sampled from the target's p. Sample from the residual "
+                "max(0, p - q), renormalised: p already produced the accepted tokens' share, "
+                "and drawing from p again makes tokens the draft likes too frequent.",
+                lambda *a: _accept_variant(*a, residual="p"),
+            ),
+            Mistake(
+                "residual-reversed",
+                "your residual is max(0, q - p); it is max(0, p - q): the target's "
+                "probability the accepted drafts did not cover.",
+                lambda *a: _accept_variant(*a, residual="q-p"),
+            ),
+            Mistake(
+                "unnormalised-residual",
+                "you sampled from max(0, p - q) without renormalising it: its cumulative sum "
+                "ends below 1, so u beyond it picks the last token. Divide the residual by its "
+                "sum first.",
+                lambda *a: _accept_variant(*a, normalise=False),
+            ),
+            Mistake("no-bonus", _BONUS_HINT, lambda *a: _accept_variant(*a, bonus=False)),
+            Mistake(
+                "bonus-wrong-row",
+                "when all k are accepted you sampled the bonus token from target_probs[k-1]; "
+                "the bonus comes from the next position, target_probs[k].",
+                lambda *a: _accept_variant(*a, bonus="k-1"),
+            ),
+            Mistake(
+                "counts-rejected",
+                "n_accepted counts the rejected token too (off by one): if token i (from 0) "
+                "is the first rejected, tokens 0..i-1 were accepted, so n_accepted = i.",
+                lambda *a: _accept_variant(*a, count_rejected=True),
+            ),
+            Mistake(
+                "no-stop",
+                "you kept testing after the first rejection and counted every accepted token. "
+                "The first rejection ends the round: the drafts after it were conditioned on "
+                "a token that is thrown away.",
+                lambda *a: _accept_variant(*a, stop=False),
             ),
         ],
     )

@@ -13,6 +13,7 @@ from lmlab.checks.ch07_inference import (
     check_apply_temperature,
     check_attend_with_cache,
     check_kv_cache_bytes,
+    check_speculative_accept,
     check_top_k_filter,
     check_top_p_filter,
 )
@@ -250,12 +251,117 @@ def test_bytes_names_missing_values():
         check_kv_cache_bytes(lambda L, B, H, T, D, b: L * B * H * T * D * b)
 
 
+def test_bytes_names_the_missing_head_count():
+    with pytest.raises(AssertionError, match="left out the number of heads"):
+        check_kv_cache_bytes(lambda L, B, H, T, D, b: 2 * L * B * T * D * b)
+
+
+# --------------------------------------------------------------------------- speculative accept
+
+
+def accept_loop(draft_probs, target_probs, draft_tokens, uniforms):
+    """Token by token in plain Python floats, sampling by walking the distribution."""
+    k = len(draft_tokens)
+
+    def walk(weights, u):
+        total, acc = sum(weights), 0.0
+        for token, w in enumerate(weights):
+            acc += w / total
+            if u < acc:
+                return token
+        return max(t for t, w in enumerate(weights) if w > 0)
+
+    for i in range(k):
+        x = int(draft_tokens[i])
+        p, q = float(target_probs[i, x]), float(draft_probs[i, x])
+        if float(uniforms[i]) >= min(1.0, p / q):
+            residual = [max(0.0, float(a) - float(b))
+                        for a, b in zip(target_probs[i], draft_probs[i])]
+            return i, walk(residual, float(uniforms[k]))
+    return k, walk([float(a) for a in target_probs[k]], float(uniforms[k]))
+
+
+def accept_vectorized(draft_probs, target_probs, draft_tokens, uniforms):
+    """All tests at once; searchsorted on the cumulative sum."""
+    k = draft_tokens.shape[0]
+    rows = torch.arange(k)
+    ratio = target_probs[rows, draft_tokens] / draft_probs[rows, draft_tokens]
+    rejected = (uniforms[:k] >= ratio.clamp(max=1)).nonzero()
+    n = int(rejected[0]) if len(rejected) else k
+    if n == k:
+        dist = target_probs[k]
+    else:
+        dist = (target_probs[n] - draft_probs[n]).clamp(min=0)
+        dist = dist / dist.sum()
+    cdf = dist.double().cumsum(0)
+    token = int(torch.searchsorted(cdf, uniforms[k:].double(), right=True))
+    return n, min(token, len(cdf) - 1)
+
+
+@pytest.mark.parametrize("fn", [accept_loop, accept_vectorized])
+def test_speculative_accept_accepts_correct_solutions(fn):
+    both_seeds(check_speculative_accept, fn)
+    check_speculative_accept(fn, hidden=True)
+
+
+def _student_accept(q, p, x, u, *, ratio=lambda p, q: p / q, residual=None, bonus=True):
+    """A student's loop with one thing changed."""
+    k = len(x)
+    for i in range(k):
+        if not u[i] < ratio(p[i, x[i]], q[i, x[i]]):
+            r = (p[i] - q[i]).clamp(min=0) if residual is None else residual(p[i], q[i])
+            return i, int((r.cumsum(0) <= u[k]).sum().clamp(max=len(r) - 1))
+    if not bonus:
+        return k, None
+    return k, int((p[k].cumsum(0) <= u[k]).sum().clamp(max=p.shape[1] - 1))
+
+
+@pytest.mark.parametrize("variant, expected", [
+    (dict(ratio=lambda p, q: q / p), "ratio is upside down"),
+    (dict(residual=lambda p, q: p), "you sampled from the target's p"),
+    (dict(residual=lambda p, q: (q - p).clamp(min=0) / (q - p).clamp(min=0).sum()),
+     "max\\(0, q - p\\)"),
+    (dict(residual=lambda p, q: (p - q).clamp(min=0) / (p - q).clamp(min=0).sum(),
+          bonus=False), "sample the bonus token"),
+])
+def test_speculative_accept_names_student_mistakes(variant, expected):
+    if "residual" not in variant or variant.get("bonus") is False:
+        base = dict(residual=lambda p, q: (p - q).clamp(min=0) / (p - q).clamp(min=0).sum())
+        variant = {**base, **variant}
+    with pytest.raises(AssertionError, match=expected):
+        check_speculative_accept(lambda q, p, x, u: _student_accept(q, p, x, u, **variant))
+
+
+def test_speculative_accept_names_the_unnormalised_residual():
+    # the plain loop without dividing by the residual's sum
+    with pytest.raises(AssertionError, match="without renormalising"):
+        check_speculative_accept(lambda q, p, x, u: _student_accept(q, p, x, u))
+
+
+def test_speculative_accept_names_counting_the_rejected_token():
+    def off_by_one(q, p, x, u):
+        n, token = accept_vectorized(q, p, x, u)
+        return (n + 1 if n < len(x) else n), token
+
+    with pytest.raises(AssertionError, match="counts the rejected token"):
+        check_speculative_accept(off_by_one)
+
+
+def test_speculative_accept_refuses_lmlab():
+    from lmlab import speculative
+
+    with pytest.raises(AssertionError, match="without calling lmlab"):
+        check_speculative_accept(
+            lambda q, p, x, u: speculative.speculative_accept(q, p, x, uniforms=u))
+
+
 # --------------------------------------------------------------------------- the catalogue
 
 
-def test_all_five_parts_are_registered():
+def test_all_six_parts_are_registered():
     assert sorted(CH07) == sorted(
-        ["apply_temperature", "top_k_filter", "top_p_filter", "attend_with_cache", "kv_cache_bytes"]
+        ["apply_temperature", "top_k_filter", "top_p_filter", "attend_with_cache", "kv_cache_bytes",
+         "speculative_accept"]
     )
 
 
@@ -269,7 +375,7 @@ def test_every_mistake_is_named_and_the_reference_passes(name):
         assert f"Likely mistake: {mistake.hint}" in str(err.value), (mistake.name, str(err.value))
 
 
-@pytest.mark.parametrize("name", sorted(CH07))
+@pytest.mark.parametrize("name", sorted(set(CH07) - {"speculative_accept"}))
 def test_delegating_to_lmlab_is_refused(name):
     from lmlab import generate
 
