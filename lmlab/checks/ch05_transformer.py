@@ -1,4 +1,5 @@
-"""Checks for exercise ch05_transformer: LayerNorm, the FFN, a pre-LN block, counting parameters.
+"""Checks for exercise ch05_transformer: LayerNorm, the FFN, a pre-LN block, counting parameters,
+and the pieces of a Llama-style block (RMSNorm, RoPE, SwiGLU, grouped-query heads, MoE routing).
 
 Inputs are float64 so that any correct order of operations agrees to ~1e-12, and the
 tolerances (1e-6) stay far below the smallest catalogued mistake (an ``eps`` in the wrong
@@ -13,7 +14,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from lmlab import transformer
+from lmlab import moe, rope, transformer
 from lmlab.checks.core import Case, Mistake, Part, close, exact, make_check
 
 __all__ = [
@@ -21,6 +22,11 @@ __all__ = [
     "check_feed_forward",
     "check_block_forward",
     "check_gpt_param_count",
+    "check_rms_norm",
+    "check_apply_rope",
+    "check_swiglu",
+    "check_repeat_kv",
+    "check_moe_route",
     "random_block_params",
 ]
 
@@ -114,6 +120,12 @@ check_layer_norm = make_check(
                 "you divided by the variance, not the standard deviation: take "
                 "sqrt(var + eps).",
                 lambda x, w, b, eps=1e-5: _ln(x, w, b, eps, sqrt=False),
+            ),
+            Mistake(
+                "eps-ignored",
+                "your result ignores the eps argument (it always uses 1e-5): a caller who "
+                "passes eps=0.1 must get sqrt(var + 0.1) in the denominator.",
+                lambda x, w, b, eps=1e-5: _ln(x, w, b, 1e-5),
             ),
             Mistake(
                 "swapped-affine",
@@ -459,6 +471,435 @@ check_gpt_param_count = make_check(
                 "you returned the approximation 12·L·C² (+ embeddings). The exercise asks for "
                 "the exact count, biases and LayerNorms included.",
                 lambda V, T, L, C, tied=True: 12 * L * C * C + V * C + T * C + (0 if tied else V * C),
+            ),
+        ],
+    )
+)
+
+
+# =========================================================================== modern blocks
+# The pieces of a Llama-style block (chapter 5, "From GPT-2 to Llama"). References live in
+# lmlab.transformer (rms_norm, swiglu, repeat_kv), lmlab.rope and lmlab.moe.
+
+# --------------------------------------------------------------------------- rms_norm
+
+
+def _rms_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed + 11)
+    cases = []
+    for _ in range(5):
+        B, T, C = rng.randint(2, 4), rng.randint(2, 5), rng.randint(3, 16)
+        x = torch.randn(B, T, C, generator=g, dtype=F64) * rng.uniform(0.5, 3) + rng.uniform(-1, 1)
+        w = 1 + 0.5 * torch.randn(C, generator=g, dtype=F64)
+        cases.append(Case((x, w), label="random (B, T, C)"))
+    C = 7
+    w = 1 + 0.3 * torch.randn(C, generator=g, dtype=F64)
+    cases += [
+        Case((torch.randn(3, 4, C, generator=g, dtype=F64) * 1e-3, w),
+             label="edge: tiny values, where eps matters"),
+        Case((torch.randn(5, C, generator=g, dtype=F64) * 0.3, w), {"eps": 0.1},
+             label="edge: (T, C) input, eps=0.1"),
+        Case((torch.randn(2, 3, C, generator=g, dtype=F64) + 10.0, w), label="edge: large mean"),
+        Case((torch.zeros(1, 2, C, dtype=F64), w), label="edge: zero rows"),
+    ]
+    return cases
+
+
+def _rms(x, w, eps=1e-6, *, center=False, eps_outside=False, mean=True, weight=True):
+    if center:
+        x = x - x.mean(-1, keepdim=True)
+    ms = x.pow(2).mean(-1, keepdim=True) if mean else x.pow(2).sum(-1, keepdim=True)
+    denom = ms.sqrt() + eps if eps_outside else (ms + eps).sqrt()
+    return x / denom * (w if weight else 1.0)
+
+
+def _rms_reference(x, weight, eps=1e-6):
+    return transformer.rms_norm(x, weight, eps)
+
+
+check_rms_norm = make_check(
+    Part(
+        name="rms_norm",
+        chapter=CHAPTER,
+        reference=_rms_reference,
+        cases=_rms_cases,
+        compare=close(rtol=1e-6, atol=1e-6),
+        guard=["lmlab.transformer.rms_norm", "lmlab.transformer.RMSNorm",
+               "torch.nn.RMSNorm", "torch.nn.functional.rms_norm", "torch.rms_norm"],
+        mistakes=[
+            Mistake(
+                "subtract-mean",
+                "you subtracted the mean, as LayerNorm does. RMSNorm drops the centring: "
+                "y = x / sqrt(mean(x²) + eps) · weight, with the mean of the squares of x "
+                "itself.",
+                lambda x, w, eps=1e-6: _rms(x, w, eps, center=True),
+            ),
+            Mistake(
+                "eps-outside",
+                "you added eps outside the square root: x / (sqrt(mean(x²)) + eps). The "
+                "formula is x / sqrt(mean(x²) + eps).",
+                lambda x, w, eps=1e-6: _rms(x, w, eps, eps_outside=True),
+            ),
+            Mistake(
+                "eps-ignored",
+                "your result ignores the eps argument (it always uses 1e-6): a caller who "
+                "passes eps=0.1 must get sqrt(mean(x²) + 0.1) in the denominator.",
+                lambda x, w, eps=1e-6: _rms(x, w, 1e-6),
+            ),
+            Mistake(
+                "no-eps",
+                "you left eps out. It keeps the division finite when a vector is all zeros: "
+                "divide by sqrt(mean(x²) + eps).",
+                lambda x, w, eps=1e-6: _rms(x, w, 0.0),
+            ),
+            Mistake(
+                "l2-norm",
+                "you divided by the vector's length sqrt(sum(x²)), not its root mean square "
+                "sqrt(mean(x²)): the output is too small by a factor sqrt(C).",
+                lambda x, w, eps=1e-6: _rms(x, w, eps, mean=False),
+            ),
+            Mistake(
+                "std",
+                "you divided by the standard deviation sqrt(var(x) + eps), which measures "
+                "the spread around the mean. RMSNorm divides by sqrt(mean(x²) + eps).",
+                lambda x, w, eps=1e-6: x / torch.sqrt(x.var(-1, unbiased=False, keepdim=True)
+                                                      + eps) * w,
+            ),
+            Mistake(
+                "no-weight",
+                "you returned the normalized x without the learned gain: multiply by weight.",
+                lambda x, w, eps=1e-6: _rms(x, w, eps, weight=False),
+            ),
+        ],
+    )
+)
+
+
+# --------------------------------------------------------------------------- apply_rope
+
+
+def _rope_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed + 12)
+    cases = []
+    for D in (4, 6, 8, 12, 16):
+        B, H, T = rng.randint(1, 2), rng.randint(1, 3), rng.randint(2, 7)
+        x = torch.randn(B, H, T, D, generator=g, dtype=F64)
+        offset, theta = rng.choice([0, 3, 17, 100]), rng.choice([10000.0, 500000.0, 100.0])
+        cases.append(Case((x,), {"offset": offset, "theta": theta}, label="random (B, H, T, D)"))
+    cases += [
+        Case((torch.randn(2, 3, 5, 10, generator=g, dtype=F64),), {"offset": 7},
+             label="offset=7, default theta"),
+        Case((torch.randn(1, 2, 1, 8, generator=g, dtype=F64),), {"offset": 41, "theta": 10000.0},
+             label="edge: one new token at cache position 41"),
+        Case((torch.randn(1, 1, 4, 6, generator=g, dtype=F64),), {"offset": 0, "theta": 10.0},
+             label="edge: small theta"),
+    ]
+    return cases
+
+
+def _rope(x, offset=0, theta=10000.0, *, style="half", sign=-1.0, exponent=2.0,
+          use_offset=True, clockwise=False):
+    D, T = x.shape[-1], x.shape[-2]
+    i = torch.arange(D // 2, dtype=F64)
+    inv_freq = theta ** (sign * exponent * i / D)
+    pos = torch.arange(T, dtype=F64) + (offset if use_offset else 0)
+    angle = pos[:, None] * inv_freq[None, :]  # (T, D/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    if clockwise:
+        sin = -sin
+    if style == "half":
+        x1, x2 = x[..., : D // 2], x[..., D // 2:]
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+def _rope_reference(x, offset=0, theta=10000.0):
+    return rope.apply_rope(x, offset=offset, theta=theta, style="half")
+
+
+check_apply_rope = make_check(
+    Part(
+        name="apply_rope",
+        chapter=CHAPTER,
+        reference=_rope_reference,
+        cases=_rope_cases,
+        # lmlab computes the angles in float32 (as Hugging Face does): at position ~100 they
+        # carry ~1e-5 of rounding, so a float64 solution differs by that much. Every
+        # catalogued mistake moves the output by far more than 1e-4.
+        compare=close(rtol=1e-4, atol=1e-4),
+        guard=["lmlab.rope.apply_rope", "lmlab.rope.rope_frequencies"],
+        mistakes=[
+            Mistake(
+                "interleaved",
+                "you rotated the interleaved pairs (x[0], x[1]), (x[2], x[3]), ... (the "
+                "RoFormer / Meta convention). The spec is the half-split convention (Hugging "
+                "Face Llama): feature i pairs with feature i + D/2.",
+                lambda x, offset=0, theta=10000.0: _rope(x, offset, theta, style="interleaved"),
+            ),
+            Mistake(
+                "no-offset",
+                "your positions start at 0 whatever the offset: with a KV cache the new "
+                "tokens sit at positions offset, offset + 1, ...; the angle is "
+                "(offset + t)·θ_i.",
+                lambda x, offset=0, theta=10000.0: _rope(x, offset, theta, use_offset=False),
+            ),
+            Mistake(
+                "exponent-sign",
+                "your frequencies grow with i: θ_i = theta^(+2i/D). They must fall from 1 "
+                "to about 1/theta: θ_i = theta^(-2i/D) = 1 / theta^(2i/D).",
+                lambda x, offset=0, theta=10000.0: _rope(x, offset, theta, sign=1.0),
+            ),
+            Mistake(
+                "exponent-i-over-d",
+                "your frequencies use theta^(-i/D); with D/2 pairs the exponent is -2i/D "
+                "(i = 0 … D/2 − 1), so the slowest pair turns at about 1/theta.",
+                lambda x, offset=0, theta=10000.0: _rope(x, offset, theta, exponent=1.0),
+            ),
+            Mistake(
+                "clockwise",
+                "you rotated the wrong way (the sin terms have the opposite signs). Rotate "
+                "by +angle: (x1·cos − x2·sin, x1·sin + x2·cos).",
+                lambda x, offset=0, theta=10000.0: _rope(x, offset, theta, clockwise=True),
+            ),
+        ],
+    )
+)
+
+
+# --------------------------------------------------------------------------- swiglu
+
+
+def _swiglu_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed + 13)
+    cases = []
+
+    def make(shape, C, H, label, scale=1.0):
+        x = torch.randn(*shape, C, generator=g, dtype=F64) * scale
+        w1 = torch.randn(H, C, generator=g, dtype=F64) / math.sqrt(C)
+        w3 = torch.randn(H, C, generator=g, dtype=F64) / math.sqrt(C)
+        w2 = torch.randn(C, H, generator=g, dtype=F64) / math.sqrt(H)
+        cases.append(Case((x, w1, w2, w3), label=label))
+
+    for _ in range(4):
+        C = rng.randint(3, 12)
+        make((rng.randint(1, 3), rng.randint(1, 5)), C, rng.randint(C + 1, 3 * C),
+             "random (B, T, C)", scale=1.5)
+    make((5,), 4, 11, "edge: (T, C) input")
+    make((2, 3), 8, 5, "edge: hidden narrower than C")
+    make((1, 4), 6, 16, "edge: large inputs", scale=4.0)
+    return cases
+
+
+def _swiglu(x, w1, w2, w3, *, gate=F.silu, where="w1"):
+    a, b = x @ w1.T, x @ w3.T
+    if where == "w1":
+        h = gate(a) * b
+    elif where == "w3":
+        h = a * gate(b)
+    elif where == "both":
+        h = gate(a) * gate(b)
+    elif where == "product":
+        h = gate(a * b)
+    else:  # no second branch
+        h = gate(a)
+    return h @ w2.T
+
+
+def _swiglu_reference(x, w1, w2, w3):
+    return transformer.swiglu(x, w1, w2, w3)
+
+
+check_swiglu = make_check(
+    Part(
+        name="swiglu",
+        chapter=CHAPTER,
+        reference=_swiglu_reference,
+        cases=_swiglu_cases,
+        compare=close(rtol=1e-6, atol=1e-6),
+        guard=["lmlab.transformer.swiglu", "lmlab.transformer.SwiGLU"],
+        mistakes=[
+            Mistake(
+                "silu-wrong-branch",
+                "you applied SiLU to the w3 branch. The gate is the w1 branch: "
+                "(SiLU(x w1ᵀ) ⊙ x w3ᵀ) w2ᵀ.",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, where="w3"),
+            ),
+            Mistake(
+                "silu-both",
+                "you applied SiLU to both branches. Only the w1 branch goes through SiLU; "
+                "the w3 branch stays linear: (SiLU(x w1ᵀ) ⊙ x w3ᵀ) w2ᵀ.",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, where="both"),
+            ),
+            Mistake(
+                "silu-after-product",
+                "you applied SiLU after multiplying the branches. SiLU acts on x w1ᵀ alone, "
+                "then the result is multiplied by x w3ᵀ.",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, where="product"),
+            ),
+            Mistake(
+                "no-gate",
+                "the w3 branch is missing: SwiGLU multiplies SiLU(x w1ᵀ) elementwise by "
+                "x w3ᵀ before w2.",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, where="none"),
+            ),
+            Mistake(
+                "sigmoid-gate",
+                "you gated with sigmoid(x w1ᵀ) (the original GLU). SwiGLU's gate is "
+                "SiLU(z) = z·sigmoid(z).",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, gate=torch.sigmoid),
+            ),
+            Mistake(
+                "gelu",
+                "you used GELU (that is GeGLU). SwiGLU uses SiLU: F.silu(z) = z·sigmoid(z).",
+                lambda x, w1, w2, w3: _swiglu(x, w1, w2, w3, gate=F.gelu),
+            ),
+        ],
+    )
+)
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+
+def _repeat_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed + 14)
+    cases = []
+    for _ in range(4):
+        B, H_kv, T, D = rng.randint(1, 2), rng.randint(2, 4), rng.randint(3, 6), rng.randint(2, 5)
+        x = torch.randn(B, H_kv, T, D, generator=g, dtype=F64)
+        cases.append(Case((x, rng.randint(2, 4)), label="random (B, H_kv, T, D)"))
+    cases += [
+        Case((torch.randn(2, 3, 4, 5, generator=g, dtype=F64), 1), label="edge: n_rep=1 (MHA)"),
+        Case((torch.randn(1, 1, 5, 3, generator=g, dtype=F64), 4), label="edge: one KV head (MQA)"),
+        Case((torch.randn(1, 2, 2, 2, generator=g, dtype=F64), 3), label="edge: T = D"),
+    ]
+    return cases
+
+
+def _repeat_kv_reference(x, n_rep):
+    return transformer.repeat_kv(x, n_rep)
+
+
+def _repeat_mixed_time(x, n_rep):
+    B, H, T, D = x.shape
+    return x[:, :, :, None].expand(B, H, T, n_rep, D).reshape(B, H * n_rep, T, D)
+
+
+check_repeat_kv = make_check(
+    Part(
+        name="repeat_kv",
+        chapter=CHAPTER,
+        reference=_repeat_kv_reference,
+        cases=_repeat_cases,
+        compare=exact(),
+        guard=["lmlab.transformer.repeat_kv"],
+        mistakes=[
+            Mistake(
+                "tiled",
+                "you tiled the heads (x.repeat(1, n_rep, 1, 1) gives kv0, kv1, kv0, kv1, ...), "
+                "so query head h reads the wrong group. Each KV head serves n_rep "
+                "consecutive query heads: kv0, kv0, kv1, kv1, ... "
+                "(x.repeat_interleave(n_rep, dim=1)).",
+                lambda x, n_rep: x.repeat(1, n_rep, 1, 1),
+            ),
+            Mistake(
+                "mixed-time",
+                "you inserted the copies next to the time axis and reshaped: that mixes "
+                "positions into the head axis. Insert them right after the head axis: "
+                "x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv·n_rep, T, D).",
+                _repeat_mixed_time,
+            ),
+        ],
+    )
+)
+
+
+# --------------------------------------------------------------------------- moe_route
+
+
+def _moe_cases(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed + 15)
+    cases = []
+    for renormalize in (True, True, True, False, False):
+        N, E = rng.randint(3, 9), rng.randint(4, 10)
+        logits = torch.randn(N, E, generator=g, dtype=F64) * rng.uniform(0.5, 3)
+        cases.append(Case((logits, rng.randint(2, min(3, E - 1))), {"renormalize": renormalize},
+                          label="random (N, E)"))
+    cases += [
+        Case((torch.randn(6, 8, generator=g, dtype=F64), 2), label="Mixtral: 8 experts, top-2"),
+        Case((torch.randn(5, 4, generator=g, dtype=F64), 1), {"renormalize": True},
+             label="edge: k=1"),
+        Case((torch.randn(1, 6, generator=g, dtype=F64) * 20, 3), {"renormalize": False},
+             label="edge: one token, large logits"),
+    ]
+    return cases
+
+
+def _route(logits, k, renormalize=True, *, mode="ok", largest=True, dim=-1):
+    top, idx = torch.topk(logits, k, dim=-1, largest=largest)
+    if mode == "all":
+        renormalize = False
+    elif mode == "always":
+        renormalize = True
+    if mode == "raw":
+        return top, idx
+    if renormalize:
+        return torch.softmax(top, dim=dim), idx
+    return torch.softmax(logits, dim=-1).gather(-1, idx), idx
+
+
+def _moe_reference(router_logits, k, renormalize=True):
+    return moe.moe_route(router_logits, k, renormalize=renormalize)
+
+
+check_moe_route = make_check(
+    Part(
+        name="moe_route",
+        chapter=CHAPTER,
+        reference=_moe_reference,
+        cases=_moe_cases,
+        compare=close(rtol=1e-6, atol=1e-6),
+        guard=["lmlab.moe.moe_route", "lmlab.moe.MoEFeedForward"],
+        mistakes=[
+            Mistake(
+                "softmax-all-experts",
+                "your weights are the softmax over all E experts, restricted to the top k: "
+                "they sum to less than 1. With renormalize=True (Mixtral) take the softmax "
+                "over the k chosen logits only, which is the same as renormalizing the "
+                "chosen probabilities to sum to 1.",
+                lambda logits, k, renormalize=True: _route(logits, k, mode="all"),
+            ),
+            Mistake(
+                "renormalize-ignored",
+                "you renormalized the top-k weights even with renormalize=False. Then the "
+                "weights are the full softmax's probabilities of the chosen experts "
+                "(softmax over all E, gathered at the top-k indices).",
+                lambda logits, k, renormalize=True: _route(logits, k, mode="always"),
+            ),
+            Mistake(
+                "no-softmax",
+                "you returned the raw top-k logits as weights. The weights are "
+                "probabilities: a softmax (over the top-k logits when renormalize=True).",
+                lambda logits, k, renormalize=True: _route(logits, k, mode="raw"),
+            ),
+            Mistake(
+                "smallest-k",
+                "you picked the k experts with the smallest logits. The router sends each "
+                "token to its k largest: torch.topk(logits, k, dim=-1).",
+                lambda logits, k, renormalize=True: _route(logits, k, renormalize,
+                                                           largest=False),
+            ),
+            Mistake(
+                "softmax-over-tokens",
+                "you took the softmax over the tokens axis (dim=0). Each token's k weights "
+                "are normalized on their own: softmax over the last axis.",
+                lambda logits, k, renormalize=True: _route(logits, k, renormalize, dim=0),
+            ),
+            Mistake(
+                "swapped-outputs",
+                "you returned (indices, weights). Return (weights, indices), both (N, k).",
+                lambda logits, k, renormalize=True: _route(logits, k, renormalize)[::-1],
             ),
         ],
     )

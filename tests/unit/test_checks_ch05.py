@@ -16,6 +16,11 @@ CHECKS = {
     "feed_forward": ch05.check_feed_forward,
     "block_forward": ch05.check_block_forward,
     "gpt_param_count": ch05.check_gpt_param_count,
+    "rms_norm": ch05.check_rms_norm,
+    "apply_rope": ch05.check_apply_rope,
+    "swiglu": ch05.check_swiglu,
+    "repeat_kv": ch05.check_repeat_kv,
+    "moe_route": ch05.check_moe_route,
 }
 
 
@@ -129,7 +134,105 @@ def gpt_param_count_torch(vocab_size, block_size, n_layer, n_embd, tied=True):
     return emb + n_layer * per_layer + final + (0 if tied else vocab_size * C)
 
 
+def rms_norm_rsqrt(x, weight, eps=1e-6):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rms_norm_loops(x, weight, eps=1e-6):
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.empty_like(flat)
+    for r, row in enumerate(flat.tolist()):
+        rms = math.sqrt(sum(v * v for v in row) / len(row) + eps)
+        for c, v in enumerate(row):
+            out[r, c] = v / rms * weight[c]
+    return out.reshape(x.shape)
+
+
+def rms_norm_vector_norm(x, weight, eps=1e-6):
+    C = x.shape[-1]
+    ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) ** 2 / C
+    return weight * x / (ms + eps).sqrt()
+
+
+def apply_rope_complex(x, offset=0, theta=10000.0):
+    """Pairs (i, i + D/2) as complex numbers, multiplied by e^{i·angle}."""
+    B, H, T, D = x.shape
+    half = D // 2
+    inv_freq = 1.0 / theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D)
+    angle = torch.outer(torch.arange(offset, offset + T, dtype=torch.float64), inv_freq)
+    z = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(angle), angle)
+    return torch.cat([z.real, z.imag], dim=-1).to(x.dtype)
+
+
+def apply_rope_rotate_half(x, offset=0, theta=10000.0):
+    """Hugging Face's form: x·cos + rotate_half(x)·sin with the angles repeated twice."""
+    D, T = x.shape[-1], x.shape[-2]
+    inv_freq = theta ** (-torch.arange(D // 2, dtype=x.dtype) * 2 / D)
+    pos = torch.arange(T, dtype=x.dtype) + offset
+    emb = torch.cat([pos[:, None] * inv_freq] * 2, dim=-1)  # (T, D)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+
+
+def apply_rope_loops(x, offset=0, theta=10000.0):
+    out = x.clone()
+    D = x.shape[-1]
+    for t in range(x.shape[-2]):
+        for i in range(D // 2):
+            a = (offset + t) / theta ** (2 * i / D)
+            c, s = math.cos(a), math.sin(a)
+            u, v = x[..., t, i], x[..., t, i + D // 2]
+            out[..., t, i] = u * c - v * s
+            out[..., t, i + D // 2] = u * s + v * c
+    return out
+
+
+def swiglu_linear(x, w1, w2, w3):
+    return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
+
+
+def swiglu_einsum(x, w1, w2, w3):
+    a = torch.einsum("...c,hc->...h", x, w1)
+    b = torch.einsum("...c,hc->...h", x, w3)
+    return torch.einsum("...h,ch->...c", a * torch.sigmoid(a) * b, w2)
+
+
+def repeat_kv_expand(x, n_rep):
+    B, H, T, D = x.shape
+    return x[:, :, None].expand(B, H, n_rep, T, D).reshape(B, H * n_rep, T, D)
+
+
+def repeat_kv_interleave(x, n_rep):
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def repeat_kv_index(x, n_rep):
+    heads = torch.arange(x.shape[1] * n_rep) // n_rep
+    return x[:, heads]
+
+
+def moe_route_topk_softmax(router_logits, k, renormalize=True):
+    top, idx = router_logits.topk(k, dim=-1)
+    if renormalize:
+        return top.softmax(-1), idx
+    return router_logits.softmax(-1).gather(-1, idx), idx
+
+
+def moe_route_renormalize(router_logits, k, renormalize=True):
+    probs = torch.softmax(router_logits, dim=-1)
+    weights, idx = probs.sort(dim=-1, descending=True)
+    weights, idx = weights[:, :k], idx[:, :k]
+    if renormalize:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights, idx
+
+
 CORRECT = {
+    "rms_norm": [rms_norm_rsqrt, rms_norm_loops, rms_norm_vector_norm],
+    "apply_rope": [apply_rope_complex, apply_rope_rotate_half, apply_rope_loops],
+    "swiglu": [swiglu_linear, swiglu_einsum],
+    "repeat_kv": [repeat_kv_expand, repeat_kv_interleave, repeat_kv_index],
+    "moe_route": [moe_route_topk_softmax, moe_route_renormalize],
     "layer_norm": [layer_norm_loops, layer_norm_vectorized, layer_norm_var_mean],
     "feed_forward": [feed_forward_einsum, feed_forward_linear, feed_forward_cdf],
     "block_forward": [block_forward_loops, block_forward_sdpa],
@@ -210,6 +313,65 @@ def test_delegating_to_lmlab_is_refused():
                       (ch05.check_gpt_param_count, count), (ch05.check_block_forward, block)]:
         with pytest.raises(AssertionError, match="write yourself"):
             check(fn)
+
+
+def test_delegating_modern_parts_is_refused():
+    from lmlab import moe, rope, transformer
+
+    def rms_torch(x, weight, eps=1e-6):
+        return F.rms_norm(x, x.shape[-1:], weight, eps)
+
+    def rms_module(x, weight, eps=1e-6):
+        norm = torch.nn.RMSNorm(x.shape[-1], eps=eps, dtype=x.dtype)
+        with torch.no_grad():
+            norm.weight.copy_(weight)
+        return norm(x)
+
+    delegations = [
+        (ch05.check_rms_norm, rms_torch),
+        (ch05.check_rms_norm, rms_module),
+        (ch05.check_rms_norm, lambda x, weight, eps=1e-6: transformer.rms_norm(x, weight, eps)),
+        (ch05.check_apply_rope,
+         lambda x, offset=0, theta=10000.0: rope.apply_rope(x, offset=offset, theta=theta)),
+        (ch05.check_swiglu, lambda x, w1, w2, w3: transformer.swiglu(x, w1, w2, w3)),
+        (ch05.check_repeat_kv, lambda x, n_rep: transformer.repeat_kv(x, n_rep)),
+        (ch05.check_moe_route,
+         lambda logits, k, renormalize=True: moe.moe_route(logits, k, renormalize=renormalize)),
+    ]
+    for check, fn in delegations:
+        with pytest.raises(AssertionError, match="write yourself"):
+            check(fn)
+
+
+def test_layer_norm_ignoring_eps_is_named():
+    def student(x, weight, bias, eps=1e-5):
+        return layer_norm_vectorized(x, weight, bias).to(torch.float32)
+
+    with pytest.raises(AssertionError, match="ignores the eps argument"):
+        ch05.check_layer_norm(student)
+
+
+def test_rope_interleaved_written_differently_is_still_named():
+    def student(x, offset=0, theta=10000.0):
+        D = x.shape[-1]
+        out = apply_rope_complex(x[..., torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)])],
+                                 offset, theta)
+        back = torch.empty_like(out)
+        back[..., 0::2], back[..., 1::2] = out[..., : D // 2], out[..., D // 2:]
+        return back.float()
+
+    with pytest.raises(AssertionError, match="interleaved pairs"):
+        ch05.check_apply_rope(student)
+
+
+def test_hidden_cases_differ_from_the_visible_ones(monkeypatch):
+    from lmlab.checks.core import hidden_seed
+
+    monkeypatch.setenv("LMLAB_HIDDEN_SEED", "77")
+    for name in ("rms_norm", "apply_rope", "swiglu", "repeat_kv", "moe_route"):
+        seed = hidden_seed(name)
+        assert seed != 0
+        CHECKS[name](PARTS[name].reference, hidden=True)
 
 
 def test_references_pass_and_cases_are_seeded():
