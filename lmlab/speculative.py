@@ -28,6 +28,8 @@ Shapes: ``k`` draft tokens per round, ``V`` vocabulary.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +43,7 @@ __all__ = [
     "SpeculativeStats",
     "speculative_generate",
     "truncate_cache",
+    "char_gpt",
 ]
 
 
@@ -278,3 +281,52 @@ def _draft_round(draft, cache, tokens, k, temperature, greedy, generator):
         feed = [token]
     V = draft.config.vocab_size
     return proposal, torch.stack(rows) if rows else torch.zeros(0, V, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- models to try it on
+
+
+def char_gpt(n_layer: int, n_head: int, n_embd: int, steps: int, *, seed: int = 0,
+             progress: bool = False):
+    """A character GPT of the given size trained on ``load_corpus("pydoc")`` with the
+    recipe of :func:`lmlab.train.small_char_gpt` (same tokenizer, split, block size, batch
+    and learning rate), so models of different sizes can draft for each other.
+
+    ``steps = 0`` returns the untrained model. Weights are cached under ``$LMLAB_CACHE``
+    (``speculative_char_gpt/``), keyed by every setting and the corpus. Returns the model
+    in eval mode on the CPU.
+    """
+    from lmlab.data import cache_dir, load_corpus, train_val_split
+    from lmlab.tokenizer import CharTokenizer
+    from lmlab.train import SMALL_CHAR_GPT as h
+    from lmlab.train import load_checkpoint, save_checkpoint, train
+    from lmlab.transformer import GPT, GPTConfig
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    text = load_corpus("pydoc")
+    tokenizer = CharTokenizer.from_text(text)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=h["block_size"],
+                       n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
+    torch.manual_seed(seed)
+    model = GPT(config)
+    if steps == 0:
+        return model.eval()
+    key = json.dumps({**h, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
+                      "steps": steps, "seed": seed,
+                      "corpus": hashlib.sha1(text.encode()).hexdigest()}, sort_keys=True)
+    path = cache_dir() / "speculative_char_gpt" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        model.load_state_dict(load_checkpoint(path)["model"])
+        return model.eval()
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    train_ids, _ = train_val_split(ids, h["val_fraction"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as small_char_gpt: results must not depend on the core count
+    try:
+        train(model, train_ids, steps=steps, batch_size=h["batch_size"], lr=h["lr"],
+              warmup=min(h["warmup"], steps // 10), seed=seed, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    save_checkpoint(path, {"model": model.state_dict()})
+    return model.eval()

@@ -267,3 +267,31 @@ def test_bad_inputs(target, draft):
         speculative_generate(target, object(), [1], 5)
     with pytest.raises(ValueError, match="temperature"):
         speculative_generate(target, draft, [1], 5, temperature=-1.0)
+
+
+# --------------------------------------------------------------------------- figures, explorer
+
+
+def test_explorer_has_a_frame_per_draft_and_k():
+    from lmlab.speculative import SpeculativeStats
+    from lmlab.widgets import speculative_explorer
+
+    runs = {(d, k): SpeculativeStats(accepted=[k, 0, 1], proposed=[k, k, k])
+            for d in ("good", "bad") for k in (1, 3)}
+    box = speculative_explorer(runs)
+    assert box.frames == 4 and set(box.controls) == {"draft", "k"}
+    del runs[("bad", 3)]
+    with pytest.raises(ValueError, match="every \\(draft, k\\) pair"):
+        speculative_explorer(runs)
+
+
+def test_kv_memory_figure_draws_one_line_per_model():
+    import matplotlib.pyplot as plt
+
+    from lmlab.viz import kv_memory_figure, speculative_curves
+
+    fig = kv_memory_figure({"a": 2**19, "b": 2**17}, [1024, 4096], budget_gib=8)
+    assert len(fig.axes[0].lines) == 3  # two models and the budget
+    fig2 = speculative_curves([1, 2], {"d": {"tokens_per_pass": [1.5, 2.0], "speedup": [1, 1.2]}})
+    assert len(fig2.axes) == 2
+    plt.close("all")
