@@ -1,26 +1,10 @@
 /* LLM Lab page helpers (no dependencies, nothing fetched).
  *
- * 1. Explorer frames are ipywidgets Image views, created by the widget manager after the
- *    page loads. lmlab.widgets.frame_explorer gives each frame a description (the widget's
- *    tooltip, drawn as the img's title); copy it to `alt` so screen readers read it as the
- *    image's text.
- * 2. Search snippets are cut from the pages' HTML, where math is still TeX source
+ * Search snippets are cut from the pages' HTML, where math is still TeX source
  *    (MathJax typesets in the browser): show "-∞" rather than "\(-\infty\)".
  */
 (function () {
   "use strict";
-
-  function describeFrames(root) {
-    root.querySelectorAll(".lmlab-explorer img:not([alt])").forEach(function (img) {
-      var box = img.closest(".lmlab-explorer");
-      var title = box && box.querySelector(".widget-html-content b");
-      img.alt = img.title || (title ? title.textContent + " (explorer frame)" : "explorer frame");
-    });
-  }
-  if (document.readyState !== "loading") describeFrames(document);
-  document.addEventListener("DOMContentLoaded", function () { describeFrames(document); });
-  new MutationObserver(function () { describeFrames(document); })
-    .observe(document.documentElement, { childList: true, subtree: true });
 
   var SYMBOLS = {
     infty: "∞", cdot: "·", times: "×", le: "≤", leq: "≤", ge: "≥", geq: "≥", ne: "≠",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -44,14 +46,19 @@ def _column_dpi(fig) -> float:
     return max(60.0, min(110.0, COLUMN_PX / width_in))
 
 
-def _frame(png: bytes, description: str) -> widgets.Image:
-    """A frame stored at 2x and shown at half its pixel size (sharp on dense screens)."""
+def _frame(png: bytes, description: str) -> widgets.HTML:
+    """A frame as an ``<img>`` with its alt text, stored at 2x and shown at half its pixel
+    size (sharp on dense screens). An HTML widget rather than ``widgets.Image``: the image
+    keeps a real ``alt`` attribute, and the static page's widget manager cannot render an
+    Image view with a tooltip. ``.png`` keeps the bytes for Python callers."""
     width, _ = png_size(png)
-    image = widgets.Image(value=png, format="png", width=str(width // 2),
-                          tooltip=description)
-    image.layout.max_width = "100%"
-    image.layout.height = "auto"
-    return image
+    data = base64.b64encode(png).decode("ascii")
+    frame = widgets.HTML(
+        f'<img src="data:image/png;base64,{data}" width="{width // 2}" '
+        f'alt="{html.escape(description)}" style="max-width: 100%; height: auto">'
+    )
+    frame.png = png
+    return frame
 
 
 def _stack(

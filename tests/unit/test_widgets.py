@@ -34,7 +34,7 @@ def test_frame_explorer_builds_nested_stacks_linked_to_controls():
     outer = box.children[-1]
     assert isinstance(outer, widgets.Stack) and len(outer.children) == 2
     assert all(len(inner.children) == 3 for inner in outer.children)
-    images = [img.value for inner in outer.children for img in inner.children]
+    images = [img.png for inner in outer.children for img in inner.children]
     assert len(set(images)) == 6, "every frame must differ"
     assert "lmlab-explorer" in box._dom_classes
     # the outer stack follows control a, every inner stack control b, in the browser
@@ -70,14 +70,14 @@ def test_frames_are_stored_at_twice_their_display_size_with_a_description():
     from lmlab.viz.core import png_size
 
     box = frame_explorer(_render, {"a": [1, 2], "b": [3]}, title="Demo", dpi=50)
-    image = box.children[-1].children[0].children[0]
-    width, _ = png_size(image.value)
-    assert int(image.width) == width // 2
-    assert image.tooltip == "Demo: a = 1, b = 3"
+    frame = box.children[-1].children[0].children[0]
+    width, _ = png_size(frame.png)
+    assert f'width="{width // 2}"' in frame.value
+    assert 'alt="Demo: a = 1, b = 3"' in frame.value
     # without a dpi the first frame fixes one for all frames: the column-filling one,
     # capped at 110 so a small figure (2 inches here) is not blown up
     fitted = frame_explorer(_render, {"a": [1, 2], "b": [3]})
-    shown = {int(stack.children[0].width) for stack in fitted.children[-1].children}
+    shown = {png_size(stack.children[0].png)[0] // 2 for stack in fitted.children[-1].children}
     assert len(shown) == 1 and shown.pop() <= 2.3 * 110
 
 
