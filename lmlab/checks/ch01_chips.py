@@ -87,6 +87,7 @@ check_arithmetic_intensity = make_check(
         cases=_intensity_cases,
         compare=close(rtol=1e-9, atol=0),
         guard=["lmlab.device.arithmetic_intensity"],
+        helpers=["matmul_flops"],
         mistakes=[
             Mistake(
                 "no-output",

@@ -107,6 +107,7 @@ _check_pair_counts = make_check(
         cases=_pair_count_cases,
         compare=exact(),
         guard=["lmlab.tokenizer.pair_counts"],
+        pure=True,
         mistakes=[
             Mistake(
                 "across-boundaries",
@@ -223,6 +224,7 @@ check_merge = make_check(
         cases=_merge_cases,
         compare=exact(),
         guard=["lmlab.tokenizer.merge"],
+        pure=True,
         mistakes=[
             Mistake(
                 "overlapping",

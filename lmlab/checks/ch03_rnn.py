@@ -84,7 +84,8 @@ check_rnn_cell = make_check(
         cases=_rnn_cases,
         compare=TOL,
         guard=["lmlab.rnn.rnn_cell", "lmlab.rnn.RNNCell", "lmlab.rnn.RNN", "lmlab.rnn.rnn_forward",
-               "torch.nn.RNNCell", "torch.rnn_tanh_cell"],
+               "torch.nn.RNNCell", "torch.nn.RNN", "torch.rnn_tanh_cell", "torch._VF.rnn_tanh_cell",
+               "torch._VF.rnn_tanh"],
         mistakes=[
             Mistake("no-tanh",
                     "you returned the pre-activation without the tanh. Without a nonlinearity "
@@ -154,7 +155,7 @@ check_lstm_cell = make_check(
         compare=TOL,
         guard=["lmlab.rnn.lstm_cell", "lmlab.rnn.lstm_gates", "lmlab.rnn.LSTMCell", "lmlab.rnn.LSTM",
                "lmlab.rnn.lstm_forward", "lmlab.rnn.lstm_layer", "torch.nn.LSTMCell", "torch.nn.LSTM",
-               "torch.lstm_cell"],
+               "torch.lstm_cell", "torch.lstm", "torch._VF.lstm_cell", "torch._VF.lstm"],
         mistakes=[
             Mistake("sigmoid-candidate",
                     "your candidate g uses a sigmoid. g is what gets written into the cell and must "
@@ -252,7 +253,9 @@ check_lstm_forward = make_check(
         compare=TOL,
         guard=["lmlab.rnn.lstm_forward", "lmlab.rnn.lstm_layer", "lmlab.rnn.lstm_cell",
                "lmlab.rnn.lstm_gates", "lmlab.rnn.LSTM", "lmlab.rnn.LSTMCell", "torch.nn.LSTM",
-               "torch.nn.LSTMCell", "torch.lstm", "torch.lstm_cell"],
+               "torch.nn.LSTMCell", "torch.lstm", "torch.lstm_cell", "torch._VF.lstm",
+               "torch._VF.lstm_cell"],
+        helpers=["lstm_cell"],
         mistakes=[
             Mistake("state-reset",
                     "every step starts again from (h0, c0): carry the state, feeding step t the "

@@ -88,7 +88,13 @@ check_softmax = make_check(
             "torch.nn.functional.softmax",
             "torch.Tensor.softmax",
             "torch.special.softmax",
+            "torch.nn.Softmax",
+            "torch._softmax",
+            "torch.log_softmax",
+            "torch.Tensor.log_softmax",
+            "torch.nn.functional.log_softmax",
         ],
+        pure=True,
         mistakes=[
             Mistake(
                 "no-max",
@@ -137,15 +143,17 @@ def _random_mask(g: torch.Generator, *shape: int) -> torch.Tensor:
 
 
 def _attention_cases(seed: int) -> list[Case]:
-    # T_k == d in every case, so that a q @ k without transpose runs (and is caught)
-    # instead of crashing; T_q, d_v and the batch shape vary freely.
+    # The first cases have T_k == d, so that a q @ k without transpose runs and is named
+    # instead of crashing; the later ones make T_q, T_k, d and d_v all different, so that
+    # scaling by √T_k or √d_v instead of √d is caught.
     g = _gen(seed, 2)
 
-    def qkv(*batch, T_q, d, d_v, scale=1.0):
-        return (_randn(g, *batch, T_q, d, scale=scale), _randn(g, *batch, d, d, scale=scale),
-                _randn(g, *batch, d, d_v))
+    def qkv(*batch, T_q, d, d_v, T_k=None, scale=1.0):
+        T_k = d if T_k is None else T_k
+        return (_randn(g, *batch, T_q, d, scale=scale), _randn(g, *batch, T_k, d, scale=scale),
+                _randn(g, *batch, T_k, d_v))
 
-    cases = [
+    return [
         Case(qkv(2, T_q=5, d=6, d_v=3), label="batch 2, T_q=5, T_k=d=6, d_v=3"),
         Case(qkv(T_q=4, d=8, d_v=5), label="no batch dimension"),
         Case(qkv(2, 2, T_q=4, d=4, d_v=4) + (A.causal_mask(4),), label="(B, H, T, d), causal mask"),
@@ -155,8 +163,12 @@ def _attention_cases(seed: int) -> list[Case]:
         Case(qkv(2, T_q=5, d=5, d_v=3) + (A.padding_mask([5, 2], 5),), label="padding mask (B, 1, T_k)"),
         Case(qkv(2, T_q=4, d=7, d_v=3, scale=6.0), label="edge: large scores"),
         Case(qkv(1, T_q=1, d=3, d_v=2), label="edge: a single query"),
+        Case(qkv(2, T_q=3, T_k=9, d=4, d_v=6), label="T_q=3, T_k=9, d=4, d_v=6 (all different)"),
+        Case(qkv(1, T_q=2, T_k=7, d=16, d_v=3) + (A.causal_mask(2, 7),),
+             label="T_q=2, T_k=7, d=16, d_v=3, causal (bottom-right)"),
+        Case(qkv(2, T_q=4, T_k=2, d=9, d_v=25, scale=2.0) + (_random_mask(g, 2, 4, 2),),
+             label="T_q=4, T_k=2, d=9, d_v=25, random mask"),
     ]
-    return cases
 
 
 def _scores(q, k, scale=None):
@@ -180,8 +192,16 @@ check_attention = make_check(
         guard=[
             "lmlab.attention.scaled_dot_product_attention",
             "lmlab.attention.flash_attention",
+            "lmlab.attention._flash_rows",
+            "lmlab.attention.multi_head_attention",
+            "lmlab.attention.MultiHeadAttention",
             "torch.nn.functional.scaled_dot_product_attention",
+            "torch._C._nn.scaled_dot_product_attention",
+            "torch.nn.MultiheadAttention",
+            "torch.nn.functional.multi_head_attention_forward",
         ],
+        pure=True,
+        helpers=["softmax"],
         mistakes=[
             Mistake(
                 "no-scale",
@@ -196,6 +216,18 @@ check_attention = make_check(
                 lambda q, k, v, mask=None: _finish(_scores(q, k, 1.0 / q.shape[-1]), v, mask),
             ),
             Mistake(
+                "scale-by-T_k",
+                "you scaled the scores by 1/√T_k (the number of keys); the scale is 1/√d, "
+                "with d = q.shape[-1] the width of a query and key vector.",
+                lambda q, k, v, mask=None: _finish(_scores(q, k, k.shape[-2] ** -0.5), v, mask),
+            ),
+            Mistake(
+                "scale-by-d_v",
+                "you scaled the scores by 1/√d_v (the width of the values); the scale is "
+                "1/√d with d = q.shape[-1], the width the dot products q · k are summed over.",
+                lambda q, k, v, mask=None: _finish(_scores(q, k, v.shape[-1] ** -0.5), v, mask),
+            ),
+            Mistake(
                 "softmax-over-queries",
                 "you took the softmax over the queries axis (dim=-2); each query's weights "
                 "must sum to 1 over the keys: softmax(..., dim=-1).",
@@ -203,8 +235,9 @@ check_attention = make_check(
             ),
             Mistake(
                 "no-transpose",
-                "you multiplied q @ k without transposing k. It only runs because T_k == d "
-                "here; the scores are q @ k.transpose(-2, -1) (query i · key j).",
+                "you multiplied q @ k without transposing k. It only runs when T_k == d (it "
+                "fails on the other inputs); the scores are q @ k.transpose(-2, -1) "
+                "(query i · key j).",
                 lambda q, k, v, mask=None: _finish(q @ k / math.sqrt(q.shape[-1]), v, mask),
             ),
             Mistake(
@@ -266,6 +299,13 @@ check_causal_mask = make_check(
                 "your mask lets each token see the future (upper triangle): query i may "
                 "attend to keys j <= i, the lower triangle, torch.tril.",
                 lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
+            ),
+            Mistake(
+                "one-ahead",
+                "your mask lets each token see one step into the future (torch.tril(..., "
+                "diagonal=1)): query i may attend to keys j <= i only, torch.tril with the "
+                "default diagonal=0.",
+                lambda T: torch.ones(T, T, dtype=torch.bool).tril(1),
             ),
             Mistake(
                 "no-self",
@@ -445,8 +485,11 @@ check_multi_head_attention = make_check(
         compare=close(rtol=1e-4, atol=1e-5),
         guard=[
             "lmlab.attention.multi_head_attention",
+            "lmlab.attention.MultiHeadAttention",
             "torch.nn.functional.multi_head_attention_forward",
+            "torch.nn.MultiheadAttention",
         ],
+        helpers=["attention", "split_heads", "merge_heads", "softmax"],
         mistakes=[
             Mistake(
                 "no-output-projection",

@@ -62,7 +62,18 @@ check_cross_entropy = make_check(
             "torch.nn.functional.nll_loss",
             "torch.log_softmax",
             "torch.logsumexp",
+            "torch.Tensor.log_softmax",
+            "torch.Tensor.logsumexp",
+            "torch.special.logsumexp",
+            "torch.special.log_softmax",
+            "torch.nn.CrossEntropyLoss",
+            "torch.nn.NLLLoss",
+            "torch.nn.LogSoftmax",
+            "torch._C._nn.cross_entropy_loss",
+            "torch._C._nn.nll_loss",
+            "torch._C._nn.nll_loss_nd",
         ],
+        pure=True,
         mistakes=[
             Mistake(
                 "log-of-softmax-unshifted",
@@ -84,6 +95,13 @@ check_cross_entropy = make_check(
                 "to 0 in float32 and log(0) = -inf. Stay in log space: "
                 "log_softmax(x) = (x - c) - log(sum(exp(x - c))).",
                 lambda x, t: _nll(torch.softmax(x, -1).log(), t),
+            ),
+            Mistake(
+                "all-pairs-indexing",
+                "you indexed log_probs[:, targets], which picks every row's log-probability "
+                "of every target (an N×N matrix) and averages all of them. Pick one entry per "
+                "row: log_probs[torch.arange(N), targets] (or gather(-1, targets[:, None])).",
+                lambda x, t: -torch.log_softmax(x.double(), -1)[:, t].mean().float(),
             ),
             Mistake(
                 "sum",
@@ -181,7 +199,9 @@ check_adamw_step = make_check(
         reference=optim.adamw_step,
         cases=_adam_cases,
         compare=close(rtol=1e-6, atol=1e-9),
-        guard=["lmlab.optim.adamw_step", "lmlab.optim.adam_step", "torch.optim.AdamW", "torch.optim.Adam"],
+        guard=["lmlab.optim.adamw_step", "lmlab.optim.adam_step", "torch.optim.AdamW", "torch.optim.Adam",
+               "torch.optim.adamw.adamw", "torch.optim.adam.adam", "torch._fused_adamw_",
+               "torch._fused_adam_"],
         mistakes=[
             Mistake(
                 "popular-formula",

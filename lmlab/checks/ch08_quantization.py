@@ -22,9 +22,23 @@ _REFERENCES = ["quantize_absmax", "quantize_zeropoint", "quantize_groupwise", "d
                "fake_quantize"]
 
 
+# torch's own quantizers do the whole job too; the exercise text forbids them
+_TORCH_QUANTIZERS = [
+    "torch.quantize_per_tensor", "torch.quantize_per_channel", "torch.quantize_per_tensor_dynamic",
+    "torch.fake_quantize_per_tensor_affine", "torch.fake_quantize_per_channel_affine",
+    "torch.Tensor.dequantize", "torch.dequantize",
+    "torch.ao.quantization.observer.MinMaxObserver",
+    "torch.ao.quantization.observer.PerChannelMinMaxObserver",
+    "torch.ao.quantization.observer.MovingAverageMinMaxObserver",
+    "torch.ao.quantization.observer.HistogramObserver",
+    "torch.ao.quantization.quantize_dynamic",
+]
+
+
 def _guard(own: str) -> list[str]:
     """Every lmlab quantizer is off limits; the part's own reference is listed first."""
-    return [f"lmlab.quantize.{name}" for name in [own] + [r for r in _REFERENCES if r != own]]
+    own_first = [own] + [r for r in _REFERENCES if r != own]
+    return [f"lmlab.quantize.{name}" for name in own_first] + _TORCH_QUANTIZERS
 
 
 
@@ -373,6 +387,7 @@ def _dequantize_reference(q, scale, zero=None):
 check_quantize_absmax = make_check(Part(
     name="quantize_absmax", chapter=CHAPTER, reference=_absmax_reference, cases=_dim_cases,
     compare=compare_quantized, mistakes=ABSMAX_MISTAKES, guard=_guard("quantize_absmax"),
+    pure=True,
 ))
 
 check_dequantize = make_check(Part(
@@ -390,5 +405,5 @@ check_quantize_zeropoint = make_check(Part(
 check_quantize_groupwise = make_check(Part(
     name="quantize_groupwise", chapter=CHAPTER, reference=quantize.quantize_groupwise,
     cases=_group_cases, compare=compare_quantized, mistakes=GROUP_MISTAKES,
-    guard=_guard("quantize_groupwise"),
+    guard=_guard("quantize_groupwise"), pure=True,
 ))

@@ -259,6 +259,19 @@ check_pipeline_bubble = make_check(
                 lambda p, m: (p - 1) / m,
             ),
             Mistake(
+                "p-over-m",
+                "you returned p/m, stages over micro-batches. The idle slots are the p - 1 it "
+                "takes to fill (and drain) the pipeline, out of a step of m + p - 1 slots: "
+                "(p-1)/(m+p-1).",
+                lambda p, m: p / m,
+            ),
+            Mistake(
+                "p-over-total",
+                "your numerator is p; the pipeline fills in p - 1 slots (the first stage starts "
+                "at once), so the bubble is (p-1)/(m+p-1), and 0 for a single stage.",
+                lambda p, m: p / (m + p - 1),
+            ),
+            Mistake(
                 "swapped",
                 "you swapped p and m: the idle slots come from filling and draining the p "
                 "stages, so the numerator is p - 1: (p-1)/(m+p-1).",

@@ -6,24 +6,39 @@ compare outputs. :func:`run_part` calls the student's function on every case and
 failure, raises ``AssertionError`` with a diagnosis: the input, what was expected, what came
 back, and the catalogued mistake whose output matches the student's.
 
-Three promises, each tested in ``tests/unit/test_checks_core.py``:
+Four promises, each tested in ``tests/unit/test_checks_core.py`` and
+``tests/unit/test_checks_cheats.py``:
 
-* a check never hangs: every call runs under a time limit (``Part.timeout``);
+* a check never hangs: the student's calls run in a forked child process that is killed
+  when a call runs past ``Part.timeout``, whatever the student's code catches;
 * a check never crashes on bad student code: exceptions, wrong types and wrong shapes
-  become a readable ``AssertionError``;
-* a check grades the student, not lmlab: while the student's code runs, the matching
-  lmlab reference (``Part.guard``) raises :class:`DelegationError` when called from it.
+  become a readable :class:`CheckFailed` (an ``AssertionError`` that IPython shows
+  without lmlab's traceback), and warnings become notes on stdout, never stderr;
+* a check grades the student, not lmlab: in the child, the lmlab references and torch
+  built-ins in ``Part.guard`` refuse calls from the student's code however they are
+  reached (aliases, closures, default arguments, ``functools.partial``, containers);
+* the expected outputs are computed only after the student's code has returned, in the
+  parent, and compared with plain copies of what came back (a Tensor subclass or an
+  object whose ``==`` always succeeds is compared as plain data).
 """
 
 from __future__ import annotations
 
+import builtins
 import copy
+import io
 import math
 import os
+import pickle
+import select
 import signal
+import struct
 import sys
 import threading
+import time
 import traceback
+import types
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -45,6 +60,7 @@ __all__ = [
     "exact",
     "describe",
     "DelegationError",
+    "CheckFailed",
     "hidden_seed",
     "DEFAULT_HIDDEN_SEED",
 ]
@@ -100,6 +116,11 @@ class Part:
     guard: Sequence[str] = ()
     timeout: float = 10.0
     chapter: str = ""
+    #: True when the exercise says the function must leave its inputs unchanged.
+    pure: bool = False
+    #: Parts whose functions this one calls (``"attention"`` for multi-head attention): when
+    #: this part fails, the student's own versions of them are checked and named if wrong.
+    helpers: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.compare is None:
@@ -120,8 +141,11 @@ def make_check(part: Part) -> Callable[..., None]:
     """Build the public ``check_<name>(fn, *, seed=0)`` for ``part``."""
     register(part)
 
+    run = run_part  # bound now: reassigning core.run_part later does not change the check
+
     def check(fn: Callable, *, seed: int = 0, hidden: bool = False) -> None:
-        run_part(part, fn, seed=hidden_seed(part.name) if hidden else seed)
+        __tracebackhide__ = True
+        run(part, fn, seed=hidden_seed(part.name) if hidden else seed)
 
     check.__name__ = check.__qualname__ = f"check_{part.name}"
     check.__doc__ = (
@@ -211,7 +235,9 @@ def close(rtol: float = 1e-5, atol: float = 1e-6, equal_nan: bool = False) -> Ca
                 if diff:
                     return diff
             return None
-        if expected != got:
+        if isinstance(expected, (str, bytes, type(None))) and type(got) is not type(expected):
+            return f"{path} is {_type_name(got)}, expected {_short(expected)}"
+        if isinstance(got, _Foreign) or expected != got:
             return f"{path} is {_short(got)}, expected {_short(expected)}"
         return None
 
@@ -253,6 +279,8 @@ def _compare_tensor(expected, got, path, rtol, atol, equal_nan) -> str | None:
 def _type_name(x: Any) -> str:
     if x is None:
         return "None"
+    if isinstance(x, _Foreign):
+        return f"a {x.type_name}"
     if isinstance(x, torch.Tensor):
         return f"a tensor of shape {tuple(x.shape)}"
     return f"a {type(x).__name__}"
@@ -263,6 +291,8 @@ def _short(x: Any, limit: int = 60) -> str:
         if x.numel() <= 6:
             return f"tensor({x.tolist()})"
         return f"<tensor {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}>"
+    if isinstance(x, _Foreign):
+        return x.text
     if callable(x) and not isinstance(x, type):
         return getattr(x, "__name__", type(x).__name__)
     text = repr(x)
@@ -272,6 +302,114 @@ def _short(x: Any, limit: int = 60) -> str:
 def describe(x: Any) -> str:
     """A short description of a value for messages."""
     return _short(x)
+
+
+def _grid(x: torch.Tensor, marks: torch.Tensor | None) -> str:
+    """The values of a small tensor, one row per line; ``*`` after each differing value."""
+    flat = x.detach().cpu()
+    if flat.dim() == 0:
+        flat = flat.reshape(1)
+    rows = flat.reshape(-1, flat.shape[-1])
+    mark_rows = None if marks is None else marks.reshape(-1, flat.shape[-1])
+
+    def cell(v) -> str:
+        if isinstance(v, bool):
+            return "T" if v else "F"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = []
+    for r, row in enumerate(rows.tolist()):
+        cells = []
+        for c, v in enumerate(row):
+            star = "*" if mark_rows is not None and bool(mark_rows[r, c]) else " "
+            cells.append(f"{cell(v):>8}{star}")
+        lines.append("".join(cells))
+    if flat.dim() > 2:
+        lines.insert(0, f"(rows of the last axis; shape {tuple(flat.shape)})")
+    return "\n".join(lines)
+
+
+SMALL = 64  # tensors up to this many elements are printed with their values
+
+
+def _show_pair(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str:
+    """``expected:`` and ``got:`` lines; small tensors as values with differences marked ``*``."""
+    if (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
+            and expected.shape == got.shape and 6 < expected.numel() <= SMALL and expected.dim() > 0):
+        e = expected.detach().cpu().to(torch.float64)
+        g = got.detach().cpu().to(torch.float64)
+        differs = ~torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
+        pad = lambda text: "\n".join("    " + line for line in text.splitlines())  # noqa: E731
+        return (f"  expected ({tuple(expected.shape)}, {str(expected.dtype).replace('torch.', '')}):\n"
+                f"{pad(_grid(expected, None))}\n"
+                f"  got (* marks the {int(differs.sum())} differing values):\n"
+                f"{pad(_grid(got, differs))}")
+    return f"  expected: {_short(expected, 200)}\n  got:      {_short(got, 200)}"
+
+
+# --------------------------------------------------------------------------- the failure
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict: IPython (and so nbgrader's feedback) shows only the diagnosis."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+@dataclass
+class _Foreign:
+    """A returned object of a type the checks do not compare: never equal to anything."""
+
+    type_name: str
+    text: str
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_PLAIN_SCALARS = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _plain(x: Any, depth: int = 0) -> Any:
+    """A copy of ``x`` made of plain types only: tensors (no subclass, detached), numbers,
+    strings, lists, tuples and dicts. Student-defined ``__eq__`` and ``__torch_function__``
+    cannot take part in the comparison."""
+    if depth > 20:
+        return _Foreign("deeply nested value", "<deeply nested value>")
+    if type(x) in _PLAIN_SCALARS:
+        return x
+    if isinstance(x, torch.Tensor):
+        with torch._C.DisableTorchFunctionSubclass():
+            t = torch.Tensor.as_subclass(x, torch.Tensor) if type(x) is not torch.Tensor else x
+            return t.detach().cpu().clone()
+    for kind, convert in ((bool, bool.__bool__), (int, int.__index__), (float, float.__float__),
+                          (str, str.__str__)):
+        if isinstance(x, kind):
+            return convert(x)
+    if isinstance(x, dict):
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in dict.items(x)}
+    if isinstance(x, tuple):
+        return tuple(_plain(v, depth + 1) for v in tuple.__iter__(x))
+    if isinstance(x, list):
+        return [_plain(v, depth + 1) for v in list.__iter__(x)]
+    try:
+        import numpy as np
+
+        if isinstance(x, np.ndarray):
+            return np.array(x, subok=False, copy=True)
+        if isinstance(x, np.generic):
+            return x.item()
+    except ImportError:  # pragma: no cover
+        pass
+    return x  # other objects (an lmlab result type, a module) are compared as they are
 
 
 # --------------------------------------------------------------------------- guard
@@ -287,12 +425,35 @@ def _resolve(dotted: str) -> tuple[Any, str]:
         return import_module(module_name), attr
     except ModuleNotFoundError:
         owner_name, _, cls = module_name.rpartition(".")
-        return getattr(import_module(owner_name), cls), attr
+        owner, _ = _resolve(module_name) if "." in owner_name else (import_module(owner_name), cls)
+        return getattr(owner, cls), attr
+
+
+# frames of these packages are looked through when deciding who called a reference
+_PASS_THROUGH = ("torch", "functools", "operator", "itertools", "contextlib", "importlib", "copy")
 
 
 def _called_from_library(frame) -> bool:
-    name = frame.f_globals.get("__name__", "") if frame is not None else ""
-    return name.split(".")[0] in ("lmlab", "torch")
+    """True when the first caller outside torch and the stdlib glue is lmlab itself.
+
+    The checks' runner (this module) calling a reference means the student's function *is*
+    the reference (``attention = scaled_dot_product_attention``): refused.
+    """
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "") or ""
+        if name.split(".")[0] in _PASS_THROUGH:
+            frame = frame.f_back
+            continue
+        return name.split(".")[0] == "lmlab" and name != __name__
+    return False
+
+
+def _refusal(dotted: str, part_name: str) -> str:
+    if dotted.startswith("lmlab."):
+        return (f"your {part_name} calls {dotted}, the reference this exercise asks you to "
+                f"write yourself: implement it without calling lmlab")
+    return (f"your {part_name} calls {dotted}, a built-in that does the whole job this "
+            f"exercise asks you to write yourself: implement it with basic tensor operations")
 
 
 def _blocker(original: Callable, dotted: str, part_name: str) -> Callable:
@@ -301,23 +462,186 @@ def _blocker(original: Callable, dotted: str, part_name: str) -> Callable:
         # are refused.
         if _called_from_library(sys._getframe(1)):
             return original(*args, **kwargs)
-        raise DelegationError(
-            f"your {part_name} calls {dotted}, the reference this exercise asks you to "
-            f"write yourself: implement it without calling lmlab"
-        )
+        raise DelegationError(_refusal(dotted, part_name))
 
     blocked.__wrapped_reference__ = original
     return blocked
 
 
+class _Gate:
+    """What a guarded Python function runs in the child: the original for lmlab's own
+    calls, a :class:`DelegationError` for the student's."""
+
+    def __init__(self, original: Callable, dotted: str, part_name: str):
+        self.original, self.dotted, self.part_name = original, dotted, part_name
+
+    def __call__(self, *args, **kwargs):
+        if _called_from_library(sys._getframe(2)):
+            return self.original(*args, **kwargs)
+        raise DelegationError(_refusal(self.dotted, self.part_name))
+
+
+def _gate_code(fn: types.FunctionType, gate: _Gate) -> bool:
+    """Make the function object ``fn`` itself run ``gate``: every route to it (alias,
+    closure, default argument, partial, container, ``PARTS[...].reference``) then meets the
+    gate. Only in the child process, which never returns to the notebook."""
+    if fn.__code__.co_freevars:
+        return False
+    original = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                                  fn.__closure__)
+    original.__kwdefaults__ = fn.__kwdefaults__
+    gate.original = original
+    key = f"__lmlab_gate_{id(fn)}__"
+    fn.__globals__[key] = gate
+    source = f"def {fn.__name__}(*args, **kwargs):\n    return {key}(*args, **kwargs)\n"
+    module = compile(source, fn.__code__.co_filename, "exec")
+    fn.__code__ = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+    fn.__defaults__ = None
+    fn.__kwdefaults__ = None
+    return True
+
+
+_GATED_METHODS = ("__init__", "forward", "step", "calculate_qparams", "__call__")
+
+
+def _poison(guard: Sequence[str], student_fn: Callable, part_name: str) -> None:
+    """In the child: make every guarded reference refuse the student's calls, for good.
+
+    A Python function gets a new body (so every route to the object meets the gate); a
+    class gets its ``forward``/``step``/... gated; a built-in (no body to swap) is replaced
+    wherever a module, the student's namespace or the student's closures hold it.
+    """
+    replace: dict[int, tuple[Any, Any]] = {}
+    for dotted in guard:
+        try:
+            owner, attr = _resolve(dotted)
+            original = getattr(owner, attr)
+        except (ImportError, AttributeError):
+            continue
+        raw = inspect_static(owner, attr)
+        if isinstance(raw, (staticmethod, classmethod)):
+            raw = raw.__func__
+        if isinstance(raw, type):
+            for method in _GATED_METHODS:
+                fn = vars(raw).get(method)
+                if isinstance(fn, types.FunctionType) and not _gate_code(fn, _Gate(fn, dotted, part_name)):
+                    setattr(raw, method, _blocker(fn, dotted, part_name))
+            continue
+        if isinstance(raw, types.FunctionType) and _gate_code(raw, _Gate(raw, dotted, part_name)):
+            continue
+        stand_in = _blocker(original, dotted, part_name)
+        try:
+            setattr(owner, attr, stand_in)
+        except (AttributeError, TypeError):
+            pass
+        replace[id(original)] = (original, stand_in)
+    if replace:
+        _replace_everywhere(replace, student_fn)
+
+
+def inspect_static(owner: Any, attr: str) -> Any:
+    if isinstance(owner, type):
+        for klass in owner.__mro__:
+            if attr in vars(klass):
+                return vars(klass)[attr]
+    return getattr(owner, attr)
+
+
+def _replace_everywhere(replace: dict[int, tuple[Any, Any]], student_fn: Callable) -> None:
+    """Replace built-ins (which have no code to swap) in every module, the student's
+    namespace, and the closures, defaults and partials the student's functions hold."""
+
+    def swap(value: Any) -> Any:
+        hit = replace.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("torch", "lmlab", "__main__", "math", "functools"):
+            continue  # other libraries do not hand out torch's or lmlab's functions
+        try:
+            namespace = vars(module)
+        except TypeError:
+            continue
+        for key, value in list(namespace.items()):
+            stand_in = swap(value)
+            if stand_in is not None:
+                try:
+                    setattr(module, key, stand_in)
+                except (AttributeError, TypeError):
+                    pass
+    for key, value in list(vars(torch.Tensor).items()):
+        stand_in = swap(value)
+        if stand_in is not None:
+            setattr(torch.Tensor, key, stand_in)
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int = 0) -> None:
+        if id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            for key, value in list(obj.items()):
+                stand_in = swap(value)
+                if stand_in is not None:
+                    obj[key] = stand_in
+                else:
+                    visit(value, depth + 1)
+        elif isinstance(obj, list):
+            for i, value in enumerate(obj):
+                stand_in = swap(value)
+                if stand_in is not None:
+                    obj[i] = stand_in
+                else:
+                    visit(value, depth + 1)
+        elif isinstance(obj, tuple):
+            for value in obj:
+                visit(value, depth + 1)
+        elif isinstance(obj, types.FunctionType):
+            for cell in obj.__closure__ or ():
+                try:
+                    stand_in = swap(cell.cell_contents)
+                    if stand_in is not None:
+                        cell.cell_contents = stand_in
+                    else:
+                        visit(cell.cell_contents, depth + 1)
+                except ValueError:  # an empty cell
+                    pass
+            if obj.__defaults__:
+                obj.__defaults__ = tuple(swap(d) or d for d in obj.__defaults__)
+                for d in obj.__defaults__:
+                    visit(d, depth + 1)
+            for key, value in (obj.__kwdefaults__ or {}).items():
+                stand_in = swap(value)
+                if stand_in is not None:
+                    obj.__kwdefaults__[key] = stand_in
+        elif type(obj).__name__ == "partial" and hasattr(obj, "__setstate__"):
+            stand_in = swap(obj.func)
+            obj.__setstate__((stand_in or obj.func, obj.args, obj.keywords, obj.__dict__ or None))
+            visit(obj.func, depth + 1)
+            visit(obj.args, depth + 1)
+
+    namespace = getattr(student_fn, "__globals__", None)
+    if isinstance(namespace, dict):
+        visit({k: v for k, v in namespace.items() if not k.startswith("_")} | {"": student_fn})
+        for key, value in list(namespace.items()):
+            stand_in = swap(value)
+            if stand_in is not None:
+                namespace[key] = stand_in
+    visit(student_fn)
+
+
 @contextmanager
 def blocked_references(guard: Sequence[str], student_fn: Callable, part_name: str):
-    """Make the references in ``guard`` unavailable to ``student_fn`` while inside."""
+    """Make the references in ``guard`` unavailable to ``student_fn`` while inside (the
+    in-process fallback where no child process can be forked)."""
     undo: list[tuple[Any, str, Any]] = []
     try:
         for dotted in guard:
-            owner, attr = _resolve(dotted)
-            original = getattr(owner, attr)
+            try:
+                owner, attr = _resolve(dotted)
+                original = getattr(owner, attr)
+            except (ImportError, AttributeError):
+                continue
             stand_in = _blocker(original, dotted, part_name)
             targets = [(owner, attr)]
             # re-exports in other lmlab modules (lmlab.matmul_flops, ...)
@@ -327,7 +651,8 @@ def blocked_references(guard: Sequence[str], student_fn: Callable, part_name: st
                         if value is original:
                             targets.append((module, key))
             for target, key in targets:
-                undo.append((target, key, getattr(target, key)))
+                undo.append((target, key, inspect_static(target, key) if isinstance(target, type)
+                             and key in vars(target) else getattr(target, key)))
                 setattr(target, key, stand_in)
             # names the student imported into their own namespace
             namespace = getattr(student_fn, "__globals__", None)
@@ -345,12 +670,43 @@ def blocked_references(guard: Sequence[str], student_fn: Callable, part_name: st
                 setattr(target, key, value)
 
 
+# --------------------------------------------------------------------------- tampering
+
+
+def _from_notebook(obj: Any) -> bool:
+    """True for a function defined in a notebook cell (or ``__main__``)."""
+    fn = getattr(obj, "func", obj)  # functools.partial
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    filename = code.co_filename
+    return (getattr(fn, "__module__", None) == "__main__" or filename.startswith("<ipython-input")
+            or "ipykernel_" in filename or filename == "<stdin>")
+
+
+def _tampered(part: Part) -> list[str]:
+    """Library functions the notebook replaced with its own (``math.sqrt = lambda x: 1``)."""
+    import torch.nn.functional
+
+    found = []
+    for label, owner in (("math", math), ("builtins", builtins), ("torch", torch),
+                         ("torch.nn.functional", torch.nn.functional), ("torch.Tensor", torch.Tensor),
+                         ("lmlab.checks.core", sys.modules[__name__])):
+        for key, value in list(vars(owner).items()):
+            if callable(value) and _from_notebook(value):
+                found.append(f"{label}.{key}")
+    for field_name in ("reference", "cases", "compare"):
+        if _from_notebook(getattr(part, field_name)):
+            found.append(f"PARTS[{part.name!r}].{field_name}")
+    return found
+
+
 # --------------------------------------------------------------------------- time limit
 
 
 class _TimeLimit(BaseException):
-    """Raised inside the student's code when it runs past the limit (not an Exception, so a
-    bare ``except Exception`` in student code cannot swallow it)."""
+    """Raised inside the student's code when it runs past the limit (in-process fallback)."""
 
 
 @dataclass
@@ -359,10 +715,23 @@ class Outcome:
     error: BaseException | None = None
     timed_out: bool = False
     trace: str = ""
+    mutated: bool = False
+    notes: list = field(default_factory=list)
+
+
+class _StudentError(Exception):
+    """An exception raised in the child, carried back by name and message."""
+
+    def __init__(self, type_name: str, message: str, kind: str):
+        super().__init__(message)
+        self.type_name, self.kind = type_name, kind
 
 
 def call_with_limit(fn: Callable, case: Case, seconds: float) -> Outcome:
-    """Run ``case.call(fn)`` for at most ``seconds``; never raises."""
+    """Run ``case.call(fn)`` in this process for at most ``seconds``; never raises.
+
+    The fallback where no child can be forked: a student's bare ``except:`` can defeat it.
+    """
     use_signal = (
         hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     )
@@ -409,7 +778,7 @@ def _call_in_thread(fn, case, seconds) -> Outcome:
 
 def _student_frame(err: BaseException) -> str:
     """The last traceback line outside lmlab, torch and the stdlib: where the student's code broke."""
-    library = ("/lmlab/", "/torch/", "/copy.py", "/site-packages/")
+    library = ("/lmlab/", "/torch/", "/copy.py", "/site-packages/", "<lmlab")
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
         path = frame.filename.replace("\\", "/")
         if any(part in path for part in library):
@@ -419,6 +788,229 @@ def _student_frame(err: BaseException) -> str:
         where = "your code" if in_notebook else path
         return f"line {frame.lineno} of {where}: {line}" if line else f"line {frame.lineno} of {where}"
     return ""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of inputs (to see whether the student's code changed one)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(
+            torch.equal(a.detach(), b.detach()) or (torch.isnan(a) & torch.isnan(b)).any()
+            and torch.equal(a.nan_to_num(0), b.nan_to_num(0)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b) or a is b
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _run_one(fn: Callable, case: Case, pure: bool) -> Outcome:
+    """Call ``fn`` on a copy of the case's inputs, catching everything, recording warnings."""
+    args, kwargs = copy.deepcopy((case.args, case.kwargs))
+    before = copy.deepcopy((args, kwargs)) if pure else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - student code may raise anything
+            if isinstance(err, (KeyboardInterrupt, _TimeLimit)):
+                raise
+            return Outcome(error=err, trace=_student_frame(err), notes=_warning_notes(caught))
+    mutated = pure and not _same(before, (args, kwargs))
+    return Outcome(value=value, mutated=mutated, notes=_warning_notes(caught))
+
+
+def _warning_notes(caught) -> list[str]:
+    notes = []
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).splitlines()[0][:200]}"
+        if text not in notes:
+            notes.append(text)
+    return notes
+
+
+# ----- the child process
+
+
+_HEADER = struct.Struct("!Q")
+
+
+def _send(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
+    """``n`` bytes from ``fd``; None on end of file; raises TimeoutError after ``deadline``."""
+    chunks, got = [], 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _child_main(part: Part, fn: Callable, cases: list[Case], fd: int) -> None:
+    """Run in the forked child: never returns (``os._exit``)."""
+    try:
+        torch.set_num_threads(1)  # OpenMP's pool does not survive fork; one thread is safe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        printed = io.StringIO()
+        sys.stdout = sys.stderr = printed
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        if not _is_selftest(part, fn):
+            _poison(part.guard, fn, part.name)
+        for case in cases:
+            outcome = _run_one(fn, case, part.pure)
+            if outcome.error is not None:
+                err = outcome.error
+                kind = ("not-implemented" if isinstance(err, NotImplementedError)
+                        else "delegation" if isinstance(err, DelegationError) else "error")
+                message = str(err) if kind != "delegation" else str(err)
+                payload = ("error", type(err).__name__, message[:2000], outcome.trace, kind,
+                           outcome.notes)
+            else:
+                try:
+                    value = _plain(outcome.value)
+                    pickle.dumps(value)
+                    payload = ("ok", value, outcome.mutated, outcome.notes)
+                except Exception as err:  # noqa: BLE001 - not picklable
+                    payload = ("unsendable", f"{type(outcome.value).__name__}: {err}")
+            _send(fd, payload)
+            if payload[0] != "ok":
+                break
+        _send(fd, ("printed", printed.getvalue()[-4000:]))
+    finally:
+        os._exit(0)
+
+
+def _is_selftest(part: Part, fn: Callable) -> bool:
+    """lmlab's own tests check each reference against itself; a notebook that binds its
+    answer to the reference (``from lmlab.device import matmul_flops``) is refused."""
+    if fn is not part.reference:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "") or ""
+        if not name.startswith(("lmlab.", "_pytest", "pluggy")) and name != "__main__":
+            return name.startswith(("test_", "tests.")) or ".test_" in name
+        frame = frame.f_back
+    return False
+
+
+def _can_fork() -> bool:
+    return (hasattr(os, "fork") and os.environ.get("LMLAB_CHECK_IN_PROCESS", "") in ("", "0")
+            and threading.current_thread() is threading.main_thread())
+
+
+class _Unsendable(Exception):
+    pass
+
+
+def _run_in_child(part: Part, fn: Callable, cases: list[Case]) -> tuple[list[Outcome], str]:
+    """The student's calls in a forked child, each with a hard time limit (SIGKILL)."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        _child_main(part, fn, cases, write_fd)
+    os.close(write_fd)
+    outcomes: list[Outcome] = []
+    printed = ""
+    try:
+        for _case in cases:
+            deadline = time.monotonic() + part.timeout
+            try:
+                header = _read_exact(read_fd, _HEADER.size, deadline)
+                body = None if header is None else _read_exact(
+                    read_fd, _HEADER.unpack(header)[0], deadline + 5.0)
+            except TimeoutError:
+                outcomes.append(Outcome(timed_out=True))
+                break
+            if body is None:
+                outcomes.append(Outcome(error=_StudentError(
+                    "crash", "the process running your code died (a crash, or os._exit?)",
+                    "error")))
+                break
+            message = pickle.loads(body)
+            if message[0] == "ok":
+                _, value, mutated, notes = message
+                outcomes.append(Outcome(value=_plain(value), mutated=mutated, notes=notes))
+            elif message[0] == "error":
+                _, type_name, text, trace, kind, notes = message
+                outcomes.append(Outcome(error=_StudentError(type_name, text, kind), trace=trace,
+                                        notes=notes))
+                break
+            else:
+                raise _Unsendable(message[1])
+        else:
+            try:
+                header = _read_exact(read_fd, _HEADER.size, time.monotonic() + 2.0)
+                if header is not None:
+                    body = _read_exact(read_fd, _HEADER.unpack(header)[0], time.monotonic() + 2.0)
+                    printed = pickle.loads(body)[1] if body else ""
+            except TimeoutError:
+                pass
+    finally:
+        os.close(read_fd)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    return outcomes, printed
+
+
+def _run_in_process(part: Part, fn: Callable, cases: list[Case]) -> list[Outcome]:
+    outcomes = []
+    with blocked_references(part.guard, fn, part.name):
+        for case in cases:
+            one = Case(case.args, case.kwargs, case.label)
+            box: dict[str, Outcome] = {}
+
+            def call(*_a, _case=one, _box=box, **_k):
+                _box["o"] = _run_one(fn, _case, part.pure)
+                return None
+
+            outcome = call_with_limit(call, Case(), part.timeout)
+            if outcome.timed_out or outcome.error is not None:
+                outcomes.append(outcome)
+                break
+            got = box["o"]
+            if got.error is None:
+                got.value = _plain(got.value)
+            outcomes.append(got)
+            if got.error is not None:
+                break
+    return outcomes
+
+
+def _run_student(part: Part, fn: Callable, cases: list[Case]) -> tuple[list[Outcome], str]:
+    if _can_fork():
+        try:
+            return _run_in_child(part, fn, cases)
+        except _Unsendable:
+            pass  # a result pickle cannot carry: compare it in this process instead
+    stream = io.StringIO()
+    saved = sys.stderr
+    sys.stderr = stream  # nothing a check runs may reach stderr (nbgrader scores it 0)
+    try:
+        return _run_in_process(part, fn, cases), stream.getvalue()
+    finally:
+        sys.stderr = saved
 
 
 # --------------------------------------------------------------------------- running
@@ -432,35 +1024,66 @@ def _error_message(part: Part, case: Case, outcome: Outcome) -> str:
             f"Is there an infinite loop, or a loop that never moves forward?"
         )
     err = outcome.error
-    if isinstance(err, NotImplementedError):
+    kind = getattr(err, "kind", None)
+    type_name = getattr(err, "type_name", type(err).__name__)
+    if isinstance(err, NotImplementedError) or kind == "not-implemented":
         return f"{part.name} is not implemented yet: replace `raise NotImplementedError()` with your code."
-    if isinstance(err, DelegationError):
+    if isinstance(err, DelegationError) or kind == "delegation":
         return str(err)
     where = f"\n  at {outcome.trace}" if outcome.trace else ""
-    return f"{part.name} raised {type(err).__name__}: {err}\n  on {call}{where}"
+    return f"{part.name} raised {type_name}: {err}\n  on {call}{where}"
+
+
+def _finite(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.dtype == torch.bool or not x.is_floating_point() or bool(torch.isfinite(x).all())
+    if isinstance(x, float):
+        return math.isfinite(x)
+    if isinstance(x, (list, tuple)):
+        return all(_finite(v) for v in x)
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    return True
 
 
 def _identify(part: Part, cases: list[Case], outputs: list[Any], failing: list[int]) -> str:
-    """Name the catalogued mistake whose outputs match the student's."""
+    """Name the catalogued mistake whose outputs match the student's.
+
+    Harmless differences must not hide a mistake: a case counts against a mistake only
+    where the mistake's own output is defined and finite (a student who turns its NaN into
+    0 or uses -1e9 for -inf still matches). "Likely" when every such case agrees,
+    "Possible" when the failing ones do (the one agreeing on most other cases is named).
+    """
     if not part.mistakes:
         return ""
     matcher = _nan_tolerant(part.compare)
-    partial = None
+    best: tuple[float, Mistake] | None = None
     for mistake in part.mistakes:
-        agree = []
+        agree, counted = [], []
         for i, case in enumerate(cases):
             try:
-                wrong = case.call(mistake.fn)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    wrong = case.call(mistake.fn)
             except Exception:  # noqa: BLE001 - a variant may fail where the student's did not
                 agree.append(False)
+                counted.append(False)
                 continue
-            agree.append(matcher(wrong, outputs[i]) is None)
-        if all(agree):
+            same = matcher(wrong, outputs[i]) is None
+            agree.append(same)
+            counted.append(same or _finite(wrong))
+        fails = [i for i in failing if counted[i]]
+        if not fails or not all(agree[i] for i in fails):
+            continue
+        n_counted = sum(counted)
+        n_agree = sum(a and c for a, c in zip(agree, counted))
+        if n_agree == n_counted and (n_counted == len(cases) or len(fails) >= 2):
             return f"\nLikely mistake: {mistake.hint}"
-        if partial is None and all(agree[i] for i in failing):
-            partial = mistake
-    if partial is not None:
-        return f"\nPossible mistake (matches the failing inputs): {partial.hint}"
+        fraction = n_agree / max(n_counted, 1)
+        if best is None or fraction > best[0]:
+            best = (fraction, mistake)
+    if best is not None:
+        return f"\nPossible mistake (matches the failing inputs): {best[1].hint}"
     return "\nNo catalogued mistake matches; compare your code with the formula in the chapter."
 
 
@@ -480,38 +1103,93 @@ def _nan_tolerant(compare: Callable) -> Callable:
     return match
 
 
+def _blame_helpers(part: Part, student_fn: Callable) -> str:
+    """When a composite part fails, check the student's own helpers it calls."""
+    namespace = getattr(student_fn, "__globals__", None)
+    if not isinstance(namespace, dict):
+        return ""
+    wrong = []
+    for name in part.helpers:
+        helper, helper_part = namespace.get(name), PARTS.get(name)
+        if helper is None or helper_part is None or not callable(helper):
+            continue
+        try:
+            run_part(helper_part, helper, seed=0, quiet=True)
+        except AssertionError:
+            wrong.append(name)
+    if not wrong:
+        return ""
+    names = ", ".join(wrong)
+    checks = ", ".join(f"check_{n}" for n in wrong)
+    return (f"\nYour {names} (which {part.name} may call) fails its own check: fix it first "
+            f"({checks}), then run this check again.")
+
+
+def _say(text: str) -> None:
+    print(text)
+
+
 def run_part(part: Part, student_fn: Callable, *, seed: int = 0, quiet: bool = False) -> None:
-    """Grade ``student_fn`` against ``part``; raise ``AssertionError`` with a diagnosis."""
+    """Grade ``student_fn`` against ``part``; raise :class:`CheckFailed` with a diagnosis."""
     __tracebackhide__ = True  # pytest shows the message, not this frame
     if not callable(student_fn):
-        raise AssertionError(
+        raise CheckFailed(
             f"expected your function {part.name}, got {_type_name(student_fn)}: pass the function "
             f"itself, e.g. check_{part.name}({part.name})"
         )
+    tampered = _tampered(part)
+    if tampered:
+        raise CheckFailed(
+            f"the grading environment was changed by code in this notebook ({', '.join(tampered[:3])} "
+            f"replaced), so {part.name} cannot be checked. Remove that code and restart the kernel."
+        )
     cases = part.cases(seed)
-    expected = [case.call(part.reference) for case in cases]
-    outputs: list[Any] = []
+    outcomes, printed = _run_student(part, student_fn, cases)
+    notes = [n for o in outcomes for n in o.notes]
+    stopped = ""
+    last = outcomes[-1] if outcomes else None
+    if last is not None and (last.timed_out or last.error is not None):
+        stopped = _error_message(part, cases[len(outcomes) - 1], last)
+        outcomes = outcomes[:-1]
+        cases = cases[: len(outcomes)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [case.call(part.reference) for case in cases]
+    outputs = [o.value for o in outcomes]
+    if stopped and not any(part.compare(e, g) for e, g in zip(expected, outputs)):
+        raise CheckFailed(stopped) from None
     failing: list[int] = []
     first_diff = ""
-    with blocked_references(part.guard, student_fn, part.name):
-        for i, case in enumerate(cases):
-            outcome = call_with_limit(student_fn, case, part.timeout)
-            if outcome.timed_out or outcome.error is not None:
-                raise AssertionError(_error_message(part, case, outcome)) from None
-            outputs.append(outcome.value)
-            diff = part.compare(expected[i], outcome.value)
-            if diff:
-                if not failing:
-                    first_diff = (
-                        f"{part.name} is wrong on <N> of {len(cases)} test inputs.\n"
-                        f"First wrong input: {case.show(part.name)}\n"
-                        f"  {diff}\n"
-                        f"  expected: {_short(expected[i], 200)}\n"
-                        f"  got:      {_short(outcome.value, 200)}"
-                    )
-                failing.append(i)
+    for i, case in enumerate(cases):
+        diff = part.compare(expected[i], outputs[i])
+        if diff:
+            if not failing:
+                first_diff = (
+                    f"{part.name} is wrong on <N> of {len(cases)} test inputs.\n"
+                    f"First wrong input: {case.show(part.name)}\n"
+                    f"  {diff}\n" + _show_pair(expected[i], outputs[i])
+                )
+            failing.append(i)
+    mutated = [i for i, o in enumerate(outcomes) if o.mutated]
+    mutation = ""
+    if mutated:
+        mutation = (f"{part.name} changed its input in place on {len(mutated)} of {len(cases)} test "
+                    f"inputs (first: {cases[mutated[0]].show(part.name)}). The exercise asks you "
+                    f"to leave the inputs unchanged: work on a copy or build a new result.")
     if failing:
-        message = first_diff.replace("<N>", str(len(failing)), 1) + _identify(part, cases, outputs, failing)
-        raise AssertionError(message)
+        message = first_diff.replace("<N>", str(len(failing)), 1)
+        message += _identify(part, cases, outputs, failing)
+        if stopped:
+            message += f"\nOn the next input it stopped: {stopped}"
+        message += _blame_helpers(part, student_fn)
+        if mutation:
+            message += "\n" + mutation
+        raise CheckFailed(message)
+    if mutation:
+        raise CheckFailed(mutation)
     if not quiet:
-        print(f"✔ {part.name}: correct on all {len(cases)} test inputs")
+        for note in dict.fromkeys(notes):
+            _say(f"note: your {part.name} raised a warning (it costs no points): {note}")
+        if printed.strip():
+            _say(f"note: your {part.name} printed (first lines):\n" + "\n".join(printed.splitlines()[:5]))
+        _say(f"✔ {part.name}: correct on all {len(cases)} test inputs")
