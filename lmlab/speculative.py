@@ -203,10 +203,8 @@ def _check_generate_args(target, draft, ids, max_new_tokens, k, temperature) -> 
         )
 
 
-def _distributions(logits: torch.Tensor, temperature: float, greedy: bool) -> torch.Tensor:
-    """logits (T, V) -> next-token distributions (T, V); one-hot arg-max when greedy."""
-    if greedy:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
+def _distributions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits (T, V) -> next-token distributions (T, V), in float64 for the ratios."""
     return torch.softmax(logits.double() / temperature, dim=-1)
 
 
@@ -255,9 +253,14 @@ def speculative_generate(
         # one target pass over the tokens it has not seen and the k_round proposals
         fed = torch.tensor([tokens[t_cache.length:] + proposal], device=device)
         logits = _logits_of(target(fed, kv_cache=t_cache))[0, -(k_round + 1):]
-        p = _distributions(logits, temperature, greedy).cpu()
-        n, next_token = speculative_accept(q, p, torch.tensor(proposal, dtype=torch.long),
-                                           generator)
+        if greedy:  # speculative_accept on one-hot p and q, without building them
+            choice = logits.argmax(-1).tolist()
+            n = next((i for i, x in enumerate(proposal) if x != choice[i]), k_round)
+            next_token = choice[n]
+        else:
+            p = _distributions(logits, temperature).cpu()
+            n, next_token = speculative_accept(q, p, torch.tensor(proposal, dtype=torch.long),
+                                               generator)
         tokens += proposal[:n] + [next_token]
         stats.accepted.append(n)
         stats.proposed.append(k_round)
@@ -268,31 +271,36 @@ def speculative_generate(
 
 
 def _draft_round(draft, cache, tokens, k, temperature, greedy, generator):
-    """Let the draft propose k tokens: -> (proposal list of k ids, q (k, V) probabilities)."""
+    """Let the draft propose k tokens: -> (proposal list of k ids, q (k, V) probabilities;
+    zeros when greedy, where only the arg-max tokens matter)."""
     device = next(draft.parameters()).device
     proposal, rows = [], []
     feed = tokens[cache.length:]
     for _ in range(k):
         logits = _logits_of(draft(torch.tensor([feed], device=device), kv_cache=cache))[0, -1]
-        q = _distributions(logits[None], temperature, greedy)[0].cpu()
-        token = int(q.argmax()) if greedy else int(torch.multinomial(q, 1, generator=generator))
+        if greedy:
+            token = int(logits.argmax())
+        else:
+            q = _distributions(logits[None], temperature)[0].cpu()
+            token = int(torch.multinomial(q, 1, generator=generator))
+            rows.append(q)
         proposal.append(token)
-        rows.append(q)
         feed = [token]
     V = draft.config.vocab_size
-    return proposal, torch.stack(rows) if rows else torch.zeros(0, V, dtype=torch.float64)
+    return proposal, torch.stack(rows) if rows else torch.zeros(len(proposal), V)
 
 
 # --------------------------------------------------------------------------- models to try it on
 
 
 def char_gpt(n_layer: int, n_head: int, n_embd: int, steps: int, *, seed: int = 0,
-             progress: bool = False):
+             fused: bool = False, progress: bool = False):
     """A character GPT of the given size trained on ``load_corpus("pydoc")`` with the
     recipe of :func:`lmlab.train.small_char_gpt` (same tokenizer, split, block size, batch
     and learning rate), so models of different sizes can draft for each other.
 
-    ``steps = 0`` returns the untrained model. Weights are cached under ``$LMLAB_CACHE``
+    ``steps = 0`` returns the untrained model; ``fused=True`` builds (and trains) it on
+    PyTorch's fused kernels (:class:`lmlab.transformer.GPTConfig`). Weights are cached under ``$LMLAB_CACHE``
     (``speculative_char_gpt/``), keyed by every setting and the corpus. Returns the model
     in eval mode on the CPU.
     """
@@ -307,13 +315,15 @@ def char_gpt(n_layer: int, n_head: int, n_embd: int, steps: int, *, seed: int = 
     text = load_corpus("pydoc")
     tokenizer = CharTokenizer.from_text(text)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=h["block_size"],
-                       n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
+                       n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0,
+                       fused=fused)
     torch.manual_seed(seed)
     model = GPT(config)
     if steps == 0:
         return model.eval()
     key = json.dumps({**h, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
                       "steps": steps, "seed": seed,
+                      **({"fused": True} if fused else {}),
                       "corpus": hashlib.sha1(text.encode()).hexdigest()}, sort_keys=True)
     path = cache_dir() / "speculative_char_gpt" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
     if path.exists():
