@@ -11,15 +11,18 @@ EXTRAS := book,grade,dev,bench
 CHAPTERS := $(notdir $(wildcard solutions/ch*))
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup book lab test notebooks exercises bench vendor clean
+.PHONY: help setup book lab grade release test notebooks exercises bench mutants vendor clean
 
 help:
 	@echo "make book       build the book into _build/html and print where to open it"
 	@echo "make test       run every test (unit, grading, notebooks, book build, browser)"
-	@echo "make lab        open JupyterLab on the exercises"
+	@echo "make lab        copy new exercises into work/ (never overwriting) and open JupyterLab there"
+	@echo "make grade      instructor: JupyterLab at the repo root with nbgrader's formgrader"
+	@echo "make release    instructor: write a student copy of the course without solutions/"
 	@echo "make notebooks  re-execute the book notebooks and store their outputs"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader"
 	@echo "make bench      run the benchmarks and write benchmarks/results.md"
+	@echo "make mutants    mutation-test the numeric core and write tests/mutants.md"
 
 setup: $(STAMP)
 
@@ -36,7 +39,19 @@ book: $(STAMP)
 	@echo "(or serve it: $(PY) -m http.server -d _build/html 8000)"
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab exercises/
+	$(PY) -m tools.student_lab
+
+GRADE_PORT ?= 8890
+grade: $(STAMP)
+	@echo "formgrader: http://localhost:$(GRADE_PORT)/formgrader  (LMLAB_HIDDEN_SEED=$${LMLAB_HIDDEN_SEED:-2024, the default: set your own})"
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --port=$(GRADE_PORT) \
+		--ServerApp.default_url=/formgrader
+
+RELEASE ?= build/student-release
+release:
+	@rm -rf "$(RELEASE)" && mkdir -p "$(RELEASE)"
+	@git ls-files -z | grep -zv -e '^solutions/' -e '^tests/grading/' | xargs -0 cp --parents -t "$(RELEASE)"
+	@echo "student release (tracked files without solutions/ and tests/grading/): $(RELEASE)"
 
 test: $(STAMP)
 	@bash tools/run_tests.sh
@@ -51,6 +66,10 @@ exercises: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# Mutation testing of the numeric core (about an hour on 2 cores); writes tests/mutants.md
+mutants: $(STAMP)
+	$(PY) -m tools.mutants
 
 vendor:
 	bash tools/vendor_js.sh

@@ -106,3 +106,99 @@ def visit(browser, site_url):
     yield open_page
     for v in opened:
         v.close()
+
+
+# ---------------------------------------------------------------- Jupyter servers (issue 17)
+
+
+class JupyterServer:
+    """A JupyterLab server on 127.0.0.1 for one test module; ``url(path)`` carries the token."""
+
+    def __init__(self, root_dir: Path, cwd: Path, home: Path, env: dict | None = None,
+                 args: tuple[str, ...] = ()):
+        import os
+        import secrets
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = secrets.token_hex(16)
+        self.log_path = home / "jupyter.log"
+        env = {**os.environ, **(env or {})}
+        for name in ("JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
+            env.setdefault(name, str(home / name.lower()))
+        command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
+                   f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={root_dir}",
+                   f"--IdentityProvider.token={self.token}", "--ServerApp.port_retries=0",
+                   "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                   "--allow-root", *args]
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url("api/status"), timeout=2).read()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"JupyterLab did not start:\n{self.log()[-3000:]}")
+
+    def url(self, path: str = "") -> str:
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path}{sep}token={self.token}"
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except Exception:  # noqa: BLE001
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def start_jupyter():
+    """Factory fixture: ``start_jupyter(root_dir, cwd, home, env, args)`` -> JupyterServer,
+    stopped when the module's tests are done."""
+    started: list[JupyterServer] = []
+
+    def start(root_dir: Path, cwd: Path, home: Path, env: dict | None = None,
+              args: tuple[str, ...] = ()) -> JupyterServer:
+        server = JupyterServer(root_dir, cwd, home, env, args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def offline_page(browser, errors: list[str], external: list[str]):
+    """A new page that aborts and records every request leaving 127.0.0.1."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+    def route(r):
+        host = urlparse(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
+            r.continue_()
+        else:
+            external.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    return page

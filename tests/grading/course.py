@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import copy
+import html
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,8 +51,8 @@ class Course:
         course.nbgrader("generate_assignment", chapter, "--force")
         return course
 
-    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    def nbgrader(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, **(env or {}), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
         result = subprocess.run([str(BIN / "nbgrader"), *args, "--log-level=INFO"], cwd=self.root,
                                 env=env, capture_output=True, text=True, timeout=1800)
         if check and result.returncode != 0:
@@ -72,14 +74,28 @@ class Course:
         folder.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, folder / self.name)
 
-    def autograde(self) -> subprocess.CompletedProcess:
-        return self.nbgrader("autograde", self.chapter, "--force", check=False)
+    def autograde(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return self.nbgrader("autograde", self.chapter, "--force", *args, check=False, env=env)
 
-    def feedback(self) -> subprocess.CompletedProcess:
-        return self.nbgrader("generate_feedback", self.chapter, "--force", check=False)
+    def feedback(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return self.nbgrader("generate_feedback", self.chapter, "--force", *args, check=False, env=env)
 
     def feedback_html(self, student: str) -> Path:
         return self.root / "grading" / "feedback" / student / self.chapter / self.name.replace(".ipynb", ".html")
+
+    def feedback_text(self, student: str) -> str:
+        """The feedback page as a reader sees it: tags removed, entities decoded."""
+        raw = self.feedback_html(student).read_text()
+        return html.unescape(re.sub(r"<[^>]+>", "", raw))
+
+    def hidden_lines(self) -> list[str]:
+        """Hidden-test lines of the source that a student must never see (the ones that do
+        not also appear in the release, e.g. a repeated import)."""
+        from lmlab.grading import hidden_lines
+
+        released = nbformat.writes(self.release())
+        return [line for cell in self.source().cells for line in hidden_lines(cell.source)
+                if len(line) >= 8 and line not in released]
 
     def scores(self, student: str) -> dict[str, float]:
         from nbgrader.api import Gradebook

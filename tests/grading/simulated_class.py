@@ -37,7 +37,13 @@ def _def_line(source: str, name: str) -> str:
     return match.group(0)
 
 
-def build(source, blank, chapter: str) -> list[Submission]:
+def build(source, blank, chapter: str, *, generic: bool = False) -> list[Submission]:
+    """The class for ``chapter``. Submissions that test nbgrader's handling of hostile
+    notebooks rather than the chapter's checks (tampered or deleted test cells, a hang at
+    the top of a cell, a syntax error, a kernel crash, an infinite loop in a function) are
+    the same for every exercise: they are built only with ``generic=True`` (the
+    robustness class of ``test_robustness.py``, one exercise), which keeps the per-chapter
+    classes cheap."""
     parts = graded_parts(source)
     names = [p[0] for p in parts]
     solved = {s: student_cell(source.cells[s].source) for _, s, _ in parts}
@@ -73,6 +79,15 @@ def build(source, blank, chapter: str) -> list[Submission]:
         subs.append(Submission(f"mistake-{name}", solution_with({s: wrong}), {name},
                                f"catalogued mistake {mistakes[0].name!r} in {name}",
                                unknown=cascade(name) - {name}))
+    header = _def_line(solved[s1], first)
+    subs += [
+        Submission("wrong-type", solution_with({s1: f"{header}\n    return 'a string'\n"}),
+                   cascade(first), "returns a str"),
+        Submission("delegates", solution_with({s1: _delegating(first, header)}), {first},
+                   "calls the lmlab reference it should write"),
+    ]
+    if not generic:
+        return subs
     mistaken = f"from lmlab.checks import PARTS\n{first} = PARTS[{first!r}].mistakes[0].fn\n"
     tampered = solution_with({s1: mistaken})
     tampered.cells[t1].source = "print('all tests passed')"
@@ -82,7 +97,6 @@ def build(source, blank, chapter: str) -> list[Submission]:
     del deleted.cells[t1]
     subs.append(Submission("deleted-test", deleted, {first}, "wrong answer, test cell deleted",
                            unknown=cascade(first) - {first}))
-    header = _def_line(solved[s1], first)
     subs += [
         Submission("infinite-loop", solution_with({s1: f"{header}\n    while True:\n        pass\n"}),
                    cascade(first), "hangs inside the function: stopped by the check's time limit"),
@@ -90,10 +104,6 @@ def build(source, blank, chapter: str) -> list[Submission]:
                    cascade(second), "hangs at the top of a cell: stopped by nbgrader's cell time limit"),
         Submission("syntax-error", solution_with({s2: solved[s2].replace("def ", "def (", 1)}),
                    cascade(second), "a syntax error in one cell"),
-        Submission("wrong-type", solution_with({s1: f"{header}\n    return 'a string'\n"}),
-                   cascade(first), "returns a str"),
-        Submission("delegates", solution_with({s1: _delegating(first, header)}), {first},
-                   "calls the lmlab reference it should write"),
         Submission("kernel-crash", solution_with({s2: "import os\nos._exit(1)\n" + solved[s2]}),
                    None, "kills its kernel: graded without stopping the others"),
     ]

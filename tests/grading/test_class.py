@@ -1,16 +1,17 @@
 """A simulated class per exercise, autograded in one nbgrader run (DESIGN §5, issue 11).
 
-For every exercise: ≥ 12 submissions (correct, correct-but-different, partial, blank, one
-catalogued mistake per part, a tampered and a deleted test cell, two kinds of infinite
-loop, a syntax error, a wrong return type, a delegating solution, a kernel crash), each
-must get exactly its predicted score; one bad submission never stops the others; feedback
-HTML is produced for everyone. Seconds per submission are printed (run with -s).
+For every exercise: the submissions whose grading depends on the chapter's checks
+(correct, correct-but-different, partial, blank, one catalogued mistake per part, a wrong
+return type, a delegating solution), each must get exactly its predicted score; feedback
+HTML is produced for everyone and, passing or failing, shows no hidden-test line and no
+hidden seed, while a failing one keeps its diagnosis. Hostile notebooks (tampering, hangs,
+crashes, duplicated cells, swallowed interrupts) test nbgrader's side, which is the same for
+every exercise: ``test_robustness.py`` grades them once. Seconds per submission are printed
+(run with -s).
 """
 
 from __future__ import annotations
 
-import html
-import re
 import time
 from pathlib import Path
 
@@ -41,12 +42,11 @@ def grade_class(chapter: str, tmp: Path):
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_simulated_class(chapter, tmp_path):
     course, submissions, result = grade_class(chapter, tmp_path)
-    assert len(submissions) >= 12
+    assert len(submissions) >= 8
     log = result.stdout[-4000:] + result.stderr[-4000:]
     check_scores(course, submissions, log)
-    check_crash_is_isolated(course, result)
     check_feedback(course, submissions)
-    check_hidden_tests_stay_hidden(course)
+    check_hidden_tests_stay_hidden(course, submissions)
     check_no_drift(course)
     check_no_solution_text(course)
 
@@ -68,31 +68,32 @@ def check_scores(course, submissions, log):
     assert not wrong, "\n".join(wrong) + "\n" + log
 
 
-def check_crash_is_isolated(course, result):
-    """A kernel that dies is reported by name; the others are graded as usual."""
-    maxima = course.max_scores()
-    assert sum(course.scores("kernel-crash").values()) < sum(maxima.values())
-    assert course.scores("correct") == maxima
-    assert "kernel-crash" in result.stdout + result.stderr
-
-
 def check_feedback(course, submissions):
-    # nbgrader cannot autograde a notebook whose kernel died, so it gets no feedback.
-    missing = [s.student for s in submissions
-               if s.student != "kernel-crash" and not course.feedback_html(s.student).exists()]
+    missing = [s.student for s in submissions if not course.feedback_html(s.student).exists()]
     assert not missing, f"no feedback for {missing}"
-    mistaken = next(s.student for s in submissions if s.student.startswith("mistake-"))
-    assert "Likely mistake" in course.feedback_html(mistaken).read_text()
 
 
-def check_hidden_tests_stay_hidden(course):
-    text = html.unescape(re.sub(r"<[^>]+>", "", course.feedback_html("correct").read_text()))
-    hidden = [line.strip() for cell in course.source().cells if "BEGIN HIDDEN TESTS" in cell.source
-              for line in cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
-              if line.strip()]
+def check_hidden_tests_stay_hidden(course, submissions):
+    """No feedback page (passing or failing: a failing check's traceback quotes the lines
+    around it) shows a hidden-test line or the hidden seed; a failing one keeps its
+    diagnosis."""
+    from lmlab.checks import PARTS
+    from lmlab.checks.core import hidden_seed
+
+    hidden = course.hidden_lines()
     assert hidden, "the exercise has hidden tests"
-    leaked = [line for line in hidden if line in text]
-    assert not leaked, f"feedback shows hidden tests: {leaked}"
+    seeds = {str(hidden_seed(name.removeprefix("test_"))) for name in course.max_scores()}
+    leaks = []
+    for sub in submissions:
+        if not course.feedback_html(sub.student).exists():
+            continue
+        text = course.feedback_text(sub.student)
+        leaks += [f"{sub.student}: {line}" for line in hidden + sorted(seeds) if line in text]
+        if sub.student.startswith("mistake-"):
+            hint = PARTS[sub.student.removeprefix("mistake-")].mistakes[0].hint
+            assert " ".join(hint.split())[:60] in " ".join(text.split()), \
+                f"{sub.student}: the feedback lost the diagnosis {hint!r}"
+    assert not leaks, "feedback shows hidden tests or seeds:\n" + "\n".join(leaks)
 
 
 def check_no_drift(course):
