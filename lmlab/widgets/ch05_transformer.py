@@ -15,13 +15,13 @@ __all__ = ["model_calculator_explorer", "preset_calculator_explorer", "rope_expl
 
 
 def model_calculator_explorer(
-    layers: Sequence[int] = (2, 6, 12, 24, 36, 48),
-    width: Sequence[int] = (256, 512, 768, 1024, 1280, 1600),
+    layers: Sequence[int] = (2, 6, 12, 24, 48),
+    width: Sequence[int] = (256, 768, 1024, 1600),
     heads: Sequence[int] | None = None,
     vocabulary: Sequence[int] = (50257,),
     context: Sequence[int] = (1024,),
     *,
-    dpi: int = 100,
+    dpi: float | None = None,
 ):
     """A GPT-2-family calculator: each frame shows where the parameters live and what the
     model costs (weights, training state, KV cache, FLOPs per token).
@@ -57,35 +57,41 @@ def model_calculator_explorer(
 
 def preset_calculator_explorer(
     presets: dict | None = None,
-    context: Sequence[int] = (1024, 8192, 32768, 131072),
+    context: Sequence[int] | None = None,
     *,
-    dpi: int = 100,
+    dpi: float | None = None,
 ):
     """The calculator for named models (``lmlab.presets.PRESETS`` by default): a dropdown
-    for the model and a slider for the context length; each frame shows the parameters
-    (total and active per token), the KV cache per token and for the whole context, and the
-    FLOPs per token at that context."""
+    for the model (and a slider for the context length if ``context`` lists several; by
+    default each model's own ``block_size``). Each frame shows the parameters (total and
+    active per token), the KV cache per token and for the whole context, and the FLOPs per
+    token at that context."""
     from lmlab.presets import PRESETS
 
     presets = PRESETS if presets is None else presets
     if not presets:
         raise ValueError("presets is empty: pass a dict of name -> GPTConfig")
 
-    def render(model, context):
-        return config_calculator_figure(presets[model], title=model, context=int(context))
+    def render(model, context=None):
+        config = presets[model]
+        T = config.block_size if context is None else int(context)
+        return config_calculator_figure(config, title=f"{model} (context {T:,})", context=T)
 
-    return frame_explorer(render, {"model": list(presets), "context": list(context)},
+    axes = {"model": list(presets)}
+    if context is not None:
+        axes["context"] = list(context)
+    return frame_explorer(render, axes,
                           kinds={"model": "dropdown"}, dpi=dpi, max_frames=64,
                           title="Model calculator: published models, dense and mixture of experts")
 
 
 def rope_explorer(
-    positions: Sequence[int] = (0, 4, 12, 24, 48, 96),
-    pairs: Sequence[int] = (0, 1, 3, 8, 16),
+    positions: Sequence[int] = (0, 8, 24, 48, 96),
+    pairs: Sequence[int] = (0, 2, 8, 16),
     *,
     head_dim: int = 64,
     theta: float = 10000.0,
-    dpi: int = 100,
+    dpi: float | None = None,
 ):
     """Rotary embeddings: pick the query's position and a pair of features. Left, the pair
     turning with the position; right, the query's score against keys at every position,

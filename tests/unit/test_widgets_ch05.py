@@ -32,6 +32,8 @@ def test_preset_calculator_covers_the_presets():
     box = preset_calculator_explorer(few, context=(1024, 4096), dpi=30)
     assert box.frames == 4
     assert list(box.controls["model"].options) == ["gpt2", "mixtral-8x7b"]
+    box = preset_calculator_explorer(few, dpi=30)  # each model at its own context
+    assert box.frames == 2 and set(box.controls) == {"model"}
 
 
 def test_calculator_parts_split_idle_experts_and_add_up():
