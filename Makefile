@@ -43,9 +43,10 @@ lab: $(STAMP)
 
 GRADE_PORT ?= 8890
 grade: $(STAMP)
-	@echo "formgrader: http://localhost:$(GRADE_PORT)/formgrader  (LMLAB_HIDDEN_SEED=$${LMLAB_HIDDEN_SEED:-2024, the default: set your own})"
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --port=$(GRADE_PORT) \
-		--ServerApp.default_url=/formgrader
+	@echo "formgrader: http://localhost:$(GRADE_PORT)/formgrader (the token is in the URL printed below)"
+	JUPYTER_PATH="$(CURDIR)/tools/jupyter-data$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+		$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --port=$(GRADE_PORT) \
+		--ServerApp.default_url=/formgrader $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 RELEASE ?= build/student-release
 release:
