@@ -402,3 +402,92 @@ def test_train_induction_model_lowers_the_loss():
     assert scores["layer 1, head 1"].shape == (7, 7)
     with pytest.raises(ValueError, match="outside WORDS"):
         attention_scores(model, "a zebra")
+
+
+# --------------------------------------------------------------------------- edges found by
+# mutation testing (make mutants): defaults, boundaries and arguments no test pinned down
+
+
+def test_defaults_are_not_causal():
+    q, k, v = qkv(2, T_q=6, d=4)
+    full = scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(flash_attention(q, k, v), full)
+    x = torch.randn(2, 6, 8, dtype=D64)
+    W = [torch.randn(8, 8, dtype=D64) for _ in range(4)]
+    ours = multi_head_attention(x, *W, 2)
+    causal = multi_head_attention(x, *W, 2, causal=True)
+    assert not torch.allclose(ours, causal)  # the default lets early tokens see later ones
+    torch.testing.assert_close(ours, multi_head_attention(x, *W, 2, causal=False))
+
+
+def test_flash_attention_scale_argument_is_used():
+    q, k, v = qkv(1, T_q=5, T_k=7, d=4)
+    expected = scaled_dot_product_attention(q, k, v, scale=0.3)
+    torch.testing.assert_close(flash_attention(q, k, v, scale=0.3), expected)
+    torch.testing.assert_close(flash_attention(q, k, v, scale=0.3, query_block_size=2, block_size=3),
+                               expected)
+
+
+def test_sizes_of_one_are_valid():
+    assert causal_mask(1).tolist() == [[True]]
+    assert padding_mask([0, 1], 1).tolist() == [[[False]], [[True]]]  # length 0 is allowed
+    x = torch.randn(3, 4)  # unbatched (T, C)
+    assert torch.equal(split_heads(x, 1), x.unsqueeze(0))
+    heads = split_heads(x, 2)
+    assert heads.shape == (2, 3, 2) and torch.equal(heads[1], x[:, 2:])
+    assert torch.equal(merge_heads(heads), x)
+    mha = MultiHeadAttention(1, 1)
+    assert mha(torch.randn(1, 2, 1)).shape == (1, 2, 1)
+    q, k, v = qkv(1, T_q=3, d=2)
+    torch.testing.assert_close(flash_attention(q, k, v, block_size=1, query_block_size=1),
+                               scaled_dot_product_attention(q, k, v))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4"])
+def test_sizes_must_be_positive_ints(bad):
+    with pytest.raises(ValueError):
+        causal_mask(bad)
+    with pytest.raises(ValueError):
+        padding_mask([1], bad)
+    with pytest.raises(ValueError):
+        split_heads(torch.randn(2, 4), bad)
+    with pytest.raises((ValueError, TypeError)):
+        MultiHeadAttention(bad, 1)
+    with pytest.raises((ValueError, TypeError)):
+        MultiHeadAttention(4, bad)
+    q, k, v = qkv(1)
+    with pytest.raises(ValueError):
+        flash_attention(q, k, v, block_size=bad)
+    with pytest.raises(ValueError):
+        flash_attention(q, k, v, query_block_size=bad)
+
+
+def test_multi_head_attention_module_dropout_only_in_training():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2, dropout=0.5)
+    x = torch.randn(2, 5, 8)
+    mha.eval()
+    first, again = mha(x), mha(x)
+    torch.testing.assert_close(first, again)  # eval: deterministic
+    mha.train()
+    torch.manual_seed(1)
+    _, weights = mha(x, return_weights=True)
+    dropped = (weights == 0).float().mean().item()
+    assert 0.3 < dropped < 0.7  # training: about half of the attention weights dropped
+
+
+def test_from_torch_copies_dropout_and_bias_setting():
+    for bias in (True, False):
+        torch_mha = torch.nn.MultiheadAttention(8, 2, dropout=0.25, bias=bias, batch_first=True)
+        ours = MultiHeadAttention.from_torch(torch_mha)
+        assert ours.dropout == 0.25
+        assert (ours.q_proj.bias is not None) == bias
+    torch_mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).double()
+    assert MultiHeadAttention.from_torch(torch_mha).q_proj.weight.dtype == torch.float64
+
+
+def test_peak_memory_passes_keyword_arguments():
+    q, k, v = qkv(1, T_q=64, d=8, dtype=torch.float32)
+    small = peak_memory(flash_attention, q, k, v, block_size=8, query_block_size=8)
+    large = peak_memory(flash_attention, q, k, v, block_size=64, query_block_size=64)
+    assert small < large
