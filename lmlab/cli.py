@@ -46,19 +46,38 @@ def doctor(_args) -> int:
 
 def check(args) -> int:
     """Run a student's notebook and print each graded part's verdict."""
-    from lmlab.selfcheck import check_notebook, format_report
+    from lmlab.selfcheck import (
+        NotebookError,
+        check_notebook,
+        format_report,
+        read_notebook,
+        structure_problems,
+    )
 
+    if not Path(args.notebook).exists():
+        print(f"lmlab check: notebook {args.notebook!r} does not exist", file=sys.stderr)
+        return 2
     try:
+        problems = structure_problems(read_notebook(Path(args.notebook)), Path(args.notebook))
         results, notes = check_notebook(args.notebook, timeout=args.timeout)
     except FileNotFoundError as err:
         print(f"lmlab check: {err}", file=sys.stderr)
         return 2
+    except NotebookError as err:
+        print(f"lmlab check: {err}", file=sys.stderr)
+        return 2
+    except IsADirectoryError:
+        print(f"lmlab check: {args.notebook} is a folder; give the notebook (.ipynb) inside it",
+              file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"lmlab check: problem: {problem}")
     if not results:
         print(f"lmlab check: {args.notebook} has no graded parts (is it an exercise notebook?)")
         return 2
     colour = None if not args.no_color else False
     print(format_report(args.notebook, results, notes, colour=colour))
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if all(r.passed for r in results) and not problems else 1
 
 
 def bench(args) -> int:

@@ -78,3 +78,38 @@ def test_bench_quick_runs_a_named_benchmark():
 def test_bench_unknown_name():
     result = subprocess.run([*LMLAB, "bench", "nope", "--quick"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "not valid JSON"),
+    ('{"a": 1}', "not a Jupyter notebook"),
+])
+def test_a_file_that_is_not_a_notebook_gets_one_line(tmp_path, content, words):
+    path = tmp_path / "broken.ipynb"
+    path.write_text(content)
+    result = run_check(path)
+    assert result.returncode == 2
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_copied_cells_renamed_tests_and_stuck_cells_are_explained(tmp_path):
+    import copy
+
+    nb = nbformat.read(EXERCISE, 4)
+    solutions = [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution")]
+    nb.cells.insert(solutions[0] + 1, copy.deepcopy(nb.cells[solutions[0]]))  # a copied cell
+    tests = [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")]
+    nb.cells[tests[-1]].metadata["nbgrader"]["grade_id"] = "renamed"
+    stubborn = "import time\nwhile True:\n    try:\n        time.sleep(100)\n    except:\n        pass\n"
+    nb.cells.insert(solutions[0], nbformat.v4.new_code_cell(stubborn))
+    path = tmp_path / EXERCISE.name
+    nbformat.write(nb, path)
+    result = run_check(path, "--timeout", "8")
+    out = result.stdout
+    assert result.returncode == 1
+    assert "is a copy of cell" in out and "paste the code" in out
+    assert "is missing (deleted, or its nbgrader id was changed)" in out
+    assert "ran past the 8 s limit and was skipped" in out
+    assert "still raises NotImplementedError" not in out or "not written yet" in out
+    assert "Score: 0/9 points" in out

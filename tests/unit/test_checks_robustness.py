@@ -184,6 +184,7 @@ def test_correct_variants_all_pass(name):
             raise AssertionError(f"{name}, correct but {label}: {err}") from None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_mistakes_are_named_despite_harmless_differences(chapter):
     named = total = 0
