@@ -419,6 +419,22 @@ class DelegationError(RuntimeError):
     """Raised when graded code calls the lmlab reference it is supposed to re-implement."""
 
 
+_RESOLVED: dict[str, tuple[Any, str] | None] = {}
+
+
+def _resolve_cached(dotted: str) -> tuple[Any, str] | None:
+    """``_resolve`` once per name (a failed import searches the whole path: slow); None when
+    the name does not exist in this torch version."""
+    if dotted not in _RESOLVED:
+        try:
+            owner, attr = _resolve(dotted)
+            getattr(owner, attr)
+            _RESOLVED[dotted] = (owner, attr)
+        except (ImportError, AttributeError):
+            _RESOLVED[dotted] = None
+    return _RESOLVED[dotted]
+
+
 def _resolve(dotted: str) -> tuple[Any, str]:
     module_name, _, attr = dotted.rpartition(".")
     try:
@@ -513,11 +529,11 @@ def _poison(guard: Sequence[str], student_fn: Callable, part_name: str) -> None:
     """
     replace: dict[int, tuple[Any, Any]] = {}
     for dotted in guard:
-        try:
-            owner, attr = _resolve(dotted)
-            original = getattr(owner, attr)
-        except (ImportError, AttributeError):
+        resolved = _resolve_cached(dotted)
+        if resolved is None:
             continue
+        owner, attr = resolved
+        original = getattr(owner, attr)
         raw = inspect_static(owner, attr)
         if isinstance(raw, (staticmethod, classmethod)):
             raw = raw.__func__
@@ -922,6 +938,8 @@ class _Unsendable(Exception):
 
 def _run_in_child(part: Part, fn: Callable, cases: list[Case]) -> tuple[list[Outcome], str]:
     """The student's calls in a forked child, each with a hard time limit (SIGKILL)."""
+    for dotted in part.guard:
+        _resolve_cached(dotted)  # once, here: the child inherits the answers
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
