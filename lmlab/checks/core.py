@@ -319,13 +319,15 @@ def _grid(x: torch.Tensor, marks: torch.Tensor | None) -> str:
             return f"{v:.4g}"
         return str(v)
 
+    texts = [[cell(v) for v in row] for row in rows.tolist()]
+    width = max(len(t) for row in texts for t in row)
     lines = []
-    for r, row in enumerate(rows.tolist()):
+    for r, row in enumerate(texts):
         cells = []
-        for c, v in enumerate(row):
+        for c, text in enumerate(row):
             star = "*" if mark_rows is not None and bool(mark_rows[r, c]) else " "
-            cells.append(f"{cell(v):>8}{star}")
-        lines.append("".join(cells))
+            cells.append(f" {text:>{width}}{star}")
+        lines.append("".join(cells).rstrip())
     if flat.dim() > 2:
         lines.insert(0, f"(rows of the last axis; shape {tuple(flat.shape)})")
     return "\n".join(lines)

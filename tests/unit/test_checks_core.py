@@ -197,3 +197,50 @@ def test_results_that_print_with_braces_are_reported():
                      compare=close())
     with pytest.raises(AssertionError, match=r"(?s)result\['sum'\] is .*Likely mistake: halved"):
         run_part(part, lambda x: {"sum": float(x.sum()) / 2})
+
+
+def test_small_tensors_are_printed_with_the_differences_marked():
+    part = make_part(reference=lambda x: torch.ones(3, 4, dtype=torch.bool).tril(),
+                     cases=lambda seed: [Case((0,), label="one")], mistakes=[], compare=exact())
+    with pytest.raises(AssertionError) as info:
+        run_part(part, lambda x: torch.ones(3, 4, dtype=torch.bool).tril(1))
+    message = str(info.value)
+    assert "got (* marks the 3 differing values):" in message
+    assert " T T* F F" in message.replace("  ", " ")
+
+
+def test_a_failure_renders_in_ipython_without_lmlab_frames():
+    from lmlab.checks.core import CheckFailed
+
+    with pytest.raises(CheckFailed) as info:
+        run_part(make_part(), wrong_plus)
+    lines = info.value._render_traceback_()
+    assert len(lines) == 1 and "Likely mistake" in lines[0] and "core.py" not in lines[0]
+
+
+def test_a_mistake_is_named_despite_nan_to_num_and_a_large_negative_fill():
+    from lmlab.checks import check_attention
+
+    def attention(q, k, v, mask=None):  # softmax over the queries, -1e9, NaN turned into 0
+        s = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+        if mask is not None:
+            s = s.masked_fill(~mask, -1e9)
+        return torch.softmax(s, dim=-2).nan_to_num(0.0) @ v
+
+    with pytest.raises(AssertionError, match="Likely mistake: you took the softmax over the queries"):
+        check_attention(attention)
+
+
+def test_an_error_after_wrong_values_still_names_the_mistake():
+    from lmlab.checks import check_attention
+
+    def attention(q, k, v, mask=None):  # no transpose: runs only while T_k == d
+        s = q @ k / q.shape[-1] ** 0.5
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        return torch.softmax(s, dim=-1) @ v
+
+    with pytest.raises(AssertionError) as info:
+        check_attention(attention)
+    message = str(info.value)
+    assert "without transposing k" in message and "On the next input it stopped" in message
