@@ -930,7 +930,10 @@ def _is_selftest(part: Part, fn: Callable) -> bool:
 
 
 def _can_fork() -> bool:
-    return (hasattr(os, "fork") and os.environ.get("LMLAB_CHECK_IN_PROCESS", "") in ("", "0")
+    """Fork on Linux only (macOS frameworks are not fork-safe; Windows has no fork); set
+    ``LMLAB_CHECK_IN_PROCESS=1`` to run the student's calls in this process instead."""
+    return (sys.platform.startswith("linux") and hasattr(os, "fork")
+            and os.environ.get("LMLAB_CHECK_IN_PROCESS", "") in ("", "0")
             and threading.current_thread() is threading.main_thread())
 
 

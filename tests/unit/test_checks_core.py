@@ -244,3 +244,10 @@ def test_an_error_after_wrong_values_still_names_the_mistake():
         check_attention(attention)
     message = str(info.value)
     assert "without transposing k" in message and "On the next input it stopped" in message
+
+
+def test_the_in_process_fallback_grades_the_same(monkeypatch):
+    monkeypatch.setenv("LMLAB_CHECK_IN_PROCESS", "1")
+    run_part(make_part(), lambda x: x + x, quiet=True)
+    with pytest.raises(AssertionError, match="Likely mistake: you added 2"):
+        run_part(make_part(), wrong_plus)
