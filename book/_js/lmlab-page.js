@@ -1,7 +1,7 @@
 /* LLM Lab page helpers (no dependencies, nothing fetched).
  *
- * Search snippets are cut from the pages' HTML, where math is still TeX source
- *    (MathJax typesets in the browser): show "-∞" rather than "\(-\infty\)".
+ * Search snippets are cut from the pages' HTML, where math is still TeX source (MathJax
+ * typesets in the browser): show "-∞" rather than "\(-\infty\)".
  */
 (function () {
   "use strict";
@@ -17,7 +17,10 @@
   };
   function plainMath(tex) {
     return tex
-      .replace(/^\\[(\[]|\\[)\]]$/g, "")
+      .replace(/\\[()\[\]]/g, " ")
+      .replace(/\\(begin|end)\{[^}]*\}/g, " ")
+      .replace(/\\\\|&/g, " ")
+      .replace(/\\frac\{([^{}]*)\}\{([^{}]*)\}/g, "($1)/($2)")
       .replace(/\\([A-Za-z]+)/g, function (m, name) {
         return name in SYMBOLS ? SYMBOLS[name] : name;
       })
@@ -27,7 +30,9 @@
       .trim();
   }
   function patchSearch() {
-    var S = window.Search;
+    // searchtools.js declares `const Search` at the top level: a global binding, not a
+    // property of window
+    var S = typeof Search !== "undefined" ? Search : window.Search;
     if (!S || typeof S.htmlToText !== "function" || S.htmlToText.lmlab) return;
     var original = S.htmlToText;
     S.htmlToText = function (htmlString, anchor) {

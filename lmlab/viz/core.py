@@ -26,6 +26,9 @@ def _retina_inline() -> None:
         set_matplotlib_formats("retina")
 
 
+_retina_inline()  # also for figures drawn with plain pyplot in a notebook importing lmlab.viz
+
+
 def style() -> None:
     """The course's plot style: readable fonts, light grid, no top/right spines, and
     inline figures stored at 2x for high-density screens."""
