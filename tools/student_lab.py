@@ -6,8 +6,8 @@
 Each released notebook ``exercises/chNN_slug/x.ipynb`` is copied to ``work/chNN_slug/x.ipynb``
 the first time only: ``work/`` is git-ignored, so ``git pull`` and ``make exercises`` never
 touch a student's answers, and a copy that exists is never overwritten (delete it to start
-that exercise afresh). JupyterLab then opens on ``work/`` with the course's nbgrader
-settings (Validate uses ``nbgrader_config.py``: the same time limits as grading) and without
+that exercise afresh). JupyterLab then opens on ``work/`` (the book's notebooks are a click
+away, MyST rendered) with the course's nbgrader settings (Validate uses ``nbgrader_config.py``: the same time limits as grading) and without
 the instructor and exchange tools (``tools/student-lab-config``).
 """
 
@@ -36,12 +36,15 @@ def copy_exercises(exercises: Path = ROOT / "exercises", work: Path = ROOT / "wo
     return made
 
 
-def lab_command(work: Path = ROOT / "work") -> tuple[list[str], dict[str, str]]:
-    """The command and environment that start the student's JupyterLab on ``work``."""
+def lab_command(root: Path = ROOT) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that start the student's JupyterLab: the file browser
+    shows the course (``root``: the book's notebooks, rendered with jupyterlab-myst, and
+    the working copy), and the lab opens on ``work/``."""
     env = dict(os.environ)
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
         p for p in (str(CONFIG), env.get("JUPYTER_CONFIG_PATH", "")) if p)
-    command = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={work}"]
+    command = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={root}",
+               "--LabApp.default_url=/lab/tree/work"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI machines
         command.append("--allow-root")
     return command, env

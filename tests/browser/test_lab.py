@@ -10,6 +10,7 @@ one and sees it pass, then presses Validate. One server for the module; nothing 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -17,17 +18,22 @@ from tools.student_lab import CONFIG, ROOT, copy_exercises
 
 from .conftest import offline_page
 
-NOTEBOOK = "ch01_chips/chips.ipynb"
+NOTEBOOK = "work/ch01_chips/chips.ipynb"
+
+
+BOOK_NOTEBOOK = "book/ch01_chips/01_flops_and_bytes.ipynb"
 
 
 @pytest.fixture(scope="module")
 def lab(start_jupyter, tmp_path_factory):
+    # as `make lab`: a course folder with the working copy in work/ (here a temporary one,
+    # holding one book notebook), the server started at the repo root (Validate reads
+    # nbgrader_config.py there)
     home = tmp_path_factory.mktemp("student")
-    work = home / "work"
-    copy_exercises(ROOT / "exercises", work)
-    # as `make lab`: the server runs at the repo root (Validate reads nbgrader_config.py
-    # there) and serves the working copy
-    return start_jupyter(work, ROOT, home, {"JUPYTER_CONFIG_PATH": str(CONFIG)})
+    copy_exercises(ROOT / "exercises", home / "work")
+    (home / BOOK_NOTEBOOK).parent.mkdir(parents=True)
+    shutil.copy(ROOT / BOOK_NOTEBOOK, home / BOOK_NOTEBOOK)
+    return start_jupyter(home, ROOT, home, {"JUPYTER_CONFIG_PATH": str(CONFIG)})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +49,7 @@ def notebook(lab, browser):
 
 def _index(grade_id: str) -> int:
     """Position of the cell with this nbgrader grade_id in the released notebook."""
-    nb = json.loads((ROOT / "exercises" / NOTEBOOK).read_text())
+    nb = json.loads((ROOT / "exercises" / NOTEBOOK.removeprefix("work/")).read_text())
     return next(i for i, c in enumerate(nb["cells"])
                 if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
 
@@ -103,3 +109,24 @@ def test_validate_uses_the_course_settings(notebook, lab):
     assert "is not implemented yet" in text and "check_matmul_flops" not in text, text
     assert "No nbgrader_config.py file found" not in lab.log()
     assert external == []
+
+
+def test_book_notebooks_render_myst(lab, browser):
+    """jupyterlab-myst renders the book's admonitions and roles instead of showing them raw."""
+    errors, external = [], []
+    page = offline_page(browser, errors, external)
+    page.goto(lab.url(f"lab/tree/{BOOK_NOTEBOOK}"))
+    page.wait_for_selector(".jp-MarkdownCell", timeout=60_000)
+    page.wait_for_timeout(2000)
+    markdown = page.locator(".jp-MarkdownCell .jp-RenderedMarkdown, .jp-MarkdownCell .myst")
+    text = " ".join(markdown.all_inner_texts())
+    assert "```{" not in text and ":::{" not in text and "{doc}`" not in text, text[:2000]
+    admonition = page.locator(".jp-MarkdownCell .myst aside.myst-admonition")
+    for _ in range(60):  # JupyterLab renders cells as they come into view: scroll down
+        if admonition.count():
+            break
+        page.locator(".jp-Notebook").first.evaluate("e => { e.scrollTop += 600; }")
+        page.wait_for_timeout(300)
+    assert admonition.count() > 0, "no MyST admonition rendered"
+    assert external == []
+    page.close()

@@ -37,9 +37,9 @@ def test_student_lab_hides_the_instructor_tools():
     server = json.loads((CONFIG / "jupyter_server_config.json").read_text())["ServerApp"]["jpserver_extensions"]
     assert server["nbgrader.server_extensions.validate_assignment"] is True
     assert not server["nbgrader.server_extensions.formgrader"]
-    command, env = lab_command(ROOT / "work")
+    command, env = lab_command()
     assert str(CONFIG) in env["JUPYTER_CONFIG_PATH"]
-    assert f"--ServerApp.root_dir={ROOT / 'work'}" in command
+    assert f"--ServerApp.root_dir={ROOT}" in command and "--LabApp.default_url=/lab/tree/work" in command
 
 
 def test_student_release_has_no_solutions(tmp_path):
