@@ -61,15 +61,15 @@ def memory_breakdown_plot(
     rows = [estimates[k].as_dict() for k in labels]
     totals = _stacked(ax, labels, rows, _MEMORY_PARTS, {"optimizer": "optimizer states"}, 1e9)
     for y, total in enumerate(totals):
-        ax.text(total, y, f" {total:,.3g} GB", va="center", fontsize=8)
+        ax.text(total, y, f" {total:,.3g} GB", va="center", fontsize=9)
     if capacity:
         ax.axvline(capacity / 1e9, color="black", ls="--", lw=1)
-        ax.text(capacity / 1e9, 1.0, f" {capacity_label}", fontsize=8, va="bottom",
+        ax.text(capacity / 1e9, 1.0, f" {capacity_label}", fontsize=9, va="bottom",
                 transform=ax.get_xaxis_transform())
     ax.set_xlabel("GB")
     ax.invert_yaxis()
     ax.set_xlim(0, max(max(totals), (capacity or 0) / 1e9) * 1.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -84,11 +84,11 @@ def step_time_plot(steps: Mapping[str, scaling.StepTime], *, ax=None, width=7.0,
     rows = [steps[k].as_dict() for k in labels]
     totals = _stacked(ax, labels, rows, _STEP_PARTS, _STEP_LABELS, 1.0)
     for y, total in enumerate(totals):
-        ax.text(total, y, f" {total:.2f} s", va="center", fontsize=8)
+        ax.text(total, y, f" {total:.2f} s", va="center", fontsize=9)
     ax.set_xlabel("seconds per step")
     ax.set_xlim(0, max(totals) * 1.25)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -106,7 +106,7 @@ def bubble_plot(stages: Sequence[int] = (2, 4, 8, 16), max_microbatches: int = 6
     ax.set_xlabel("micro-batches per step (m)")
     ax.set_ylabel("idle fraction of the step")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -139,7 +139,7 @@ def isoflop_plot(
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("predicted loss (nats/token)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -159,12 +159,12 @@ def optimal_size_plot(budgets: Sequence[float] | None = None, *, runs: Sequence[
         run = scaling.KNOWN_RUNS[name]
         flops = scaling.training_flops(run.params, run.tokens)
         ax.plot([flops], [run.params], "k.", ms=8)
-        ax.annotate(name, (flops, run.params), fontsize=7, xytext=(4, -8), textcoords="offset points")
+        ax.annotate(name, (flops, run.params), fontsize=9, xytext=(4, -8), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("parameters N")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -179,7 +179,7 @@ def runs_compute_plot(names: Sequence[str] | None = None, *, ax=None):
     flops = [scaling.training_flops(scaling.KNOWN_RUNS[n].params, scaling.KNOWN_RUNS[n].tokens) for n in names]
     ax.barh(names, flops, color=PALETTE[0])
     for y, f in enumerate(flops):
-        ax.text(f, y, f" {f:.1e}", va="center", fontsize=8)
+        ax.text(f, y, f" {f:.1e}", va="center", fontsize=9)
     ax.set_xscale("log")
     ax.set_xlim(min(flops) / 3, max(flops) * 30)
     ax.set_xlabel("training FLOPs (6·N·D)")
@@ -199,15 +199,15 @@ def serving_memory_plot(rows: Mapping[str, Mapping[str, float]], *, capacity: fl
     parts = list(next(iter(rows.values())))
     totals = _stacked(ax, labels, [rows[k] for k in labels], parts, {}, 1e9)
     for y, total in enumerate(totals):
-        ax.text(total, y, f" {total:,.3g} GB", va="center", fontsize=8)
+        ax.text(total, y, f" {total:,.3g} GB", va="center", fontsize=9)
     if capacity:
         ax.axvline(capacity / 1e9, color="black", ls="--", lw=1)
-        ax.text(capacity / 1e9, 1.0, f" {capacity_label}", fontsize=8, va="bottom",
+        ax.text(capacity / 1e9, 1.0, f" {capacity_label}", fontsize=9, va="bottom",
                 transform=ax.get_xaxis_transform())
     ax.set_xlabel("GB")
     ax.set_xlim(0, max(max(totals), (capacity or 0) / 1e9) * 1.3)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -229,12 +229,12 @@ def accelerator_plot(precision: str = "bf16", *, ax=None):
     for key, chip in scaling.ACCELERATORS.items():
         x, y = chip.bandwidth / 1e12, chip.peak_flops(precision) / 1e12
         ax.plot([x], [y], "o", color=_VENDOR_COLORS.get(chip.vendor, PALETTE[3]), ms=4 + chip.memory / 25e9)
-        ax.annotate(f"{key} ({chip.memory / 1e9:.0f} GB)", (x, y), fontsize=7,
+        ax.annotate(f"{key} ({chip.memory / 1e9:.0f} GB)", (x, y), fontsize=9,
                     xytext=(6, -10 if key in below else 3), textcoords="offset points")
     bw = np.array([0.25, 8.0])
     for ridge, style in ((100, ":"), (300, "--")):
         ax.plot(bw, bw * ridge, color="gray", lw=0.8, ls=style, label=f"ridge point {ridge} FLOP/byte")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis, ticks in ((ax.xaxis, [0.3, 0.5, 1, 2, 3, 5]), (ax.yaxis, [50, 100, 200, 500, 1000, 2000])):

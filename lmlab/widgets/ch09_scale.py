@@ -43,7 +43,7 @@ def render_scaling_frame(
         "no checkpointing": scaling.memory_per_gpu(n, **kw),
         "checkpointing": scaling.memory_per_gpu(n, activation_checkpointing=True, **kw),
     }
-    fig, (text_ax, bar_ax) = new_figure(8.0, 3.0, ncols=2, gridspec_kw={"width_ratios": [1, 1.5]})
+    fig, (text_ax, bar_ax) = new_figure(7.6, 3.6, ncols=2, gridspec_kw={"width_ratios": [1, 2.0]})
     text_ax.axis("off")
     lines = [
         f"budget  C = {budget:.1e} FLOPs",
@@ -56,10 +56,10 @@ def render_scaling_frame(
         f"  \\${cost.dollars:,.0f} at \\${price_per_hour:g}/h",
         f"layout  {lay}",
     ]
-    text_ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8.5)
+    text_ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=10)
     memory_breakdown_plot(memory, capacity=chip.memory, capacity_label=f"{device} {chip.memory / 1e9:.0f} GB",
                           ax=bar_ax)
-    bar_ax.set_title("memory per GPU", fontsize=9)
+    bar_ax.set_title("memory per GPU", fontsize=10, pad=16)
     fig.tight_layout()
     return fig
 
