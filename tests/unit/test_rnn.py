@@ -447,3 +447,17 @@ def test_figures_and_explorer_render():
         widgets.lstm_gate_explorer(lstm, x, labels=["a", "b"])
     with pytest.raises(TypeError, match="lmlab.rnn.LSTM"):
         widgets.lstm_gate_explorer(torch.nn.LSTM(3, 4), x)
+
+
+def test_empty_sequences_give_empty_outputs_and_the_initial_state():
+    """T = 0 (found by mutation testing: no test ran a sequence of length zero)."""
+    B, I, H = 3, 4, 5
+    xs = torch.randn(B, 0, I)
+    h0, c0 = torch.randn(B, H), torch.randn(B, H)
+    lstm_params = (torch.randn(4 * H, I), torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H))
+    out, (h, c) = rnn.lstm_forward(xs, h0, c0, lstm_params)
+    assert out.shape == (B, 0, H) and out.dtype == xs.dtype
+    assert torch.equal(h, h0) and torch.equal(c, c0)
+    rnn_params = (torch.randn(H, I), torch.randn(H, H), torch.randn(H), torch.randn(H))
+    out, h = rnn.rnn_forward(xs, h0, rnn_params)
+    assert out.shape == (B, 0, H) and torch.equal(h, h0)
