@@ -117,8 +117,6 @@ def quality() -> list[Result]:
     f1_ratio = sft["after"]["f1"] / max(sft["before"]["f1"], 1e-9)
     dpo = ft.run_dpo()
     wins = dpo["win_rate"]
-    dist = ft.run_distillation()
-    soft, hard = dist["soft"]["final_val"], dist["hard"]["final_val"]
     return [
         Result(NAME, "LoRA r=4 on c_attn: trainable parameters vs full fine-tuning",
                "trainable share", share, 0.0, "≤ 2 %", share <= 0.02,
@@ -133,11 +131,17 @@ def quality() -> list[Result]:
                      f"beta={dpo['beta']})", "points", 100 * (wins["dpo"] - wins["sft"]), 0.0,
                "> 0", wins["dpo"] > wins["sft"],
                {**wins, "margin": dpo["margin"], "kl_proxy": dpo["kl_proxy"]}),
-        Result(NAME, f"distillation T={dist['temperature']}: student val loss soft / hard "
-                     f"({dist['student_params']:,} vs teacher {dist['teacher_params']:,} params)",
-               "loss ratio soft/hard", soft / hard, 0.0, "< 1", soft < hard,
-               {"soft": soft, "hard": hard, "teacher": dist["teacher_val"]}),
-    ]
+    ] + [_distillation(temperature, alpha) for temperature, alpha in ((2.0, 1.0), (1.0, 0.5))]
+
+
+def _distillation(temperature: float, alpha: float) -> Result:
+    dist = ft.run_distillation(temperature, alpha=alpha)
+    soft, hard = dist["soft"]["final_val"], dist["hard"]["final_val"]
+    return Result(NAME, f"distillation T={temperature}, alpha={alpha}: student val loss "
+                        f"soft / hard ({dist['student_params']:,} vs teacher "
+                        f"{dist['teacher_params']:,} params)",
+                  "loss ratio soft/hard", soft / hard, 0.0, "< 1", soft < hard,
+                  {"soft": soft, "hard": hard, "teacher": dist["teacher_val"]})
 
 
 def run(quick: bool = False) -> list[Result]:
