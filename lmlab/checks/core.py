@@ -1085,15 +1085,16 @@ def _identify(part: Part, cases: list[Case], outputs: list[Any], failing: list[i
 
     Harmless differences must not hide a mistake: a case counts against a mistake only
     where the mistake's own output is defined and finite (a student who turns its NaN into
-    0 or uses -1e9 for -inf still matches). "Likely" when every such case agrees,
-    "Possible" when the failing ones do (the one agreeing on most other cases is named).
+    0 or uses -1e9 for -inf still matches). "Likely" when every such case agrees exactly,
+    "Possible" when the failing ones agree, or agree only where the mistake's output is
+    finite (the mistake agreeing on most other cases is named).
     """
     if not part.mistakes:
         return ""
     matcher = _nan_tolerant(part.compare)
     best: tuple[float, Mistake] | None = None
     for mistake in part.mistakes:
-        agree, counted = [], []
+        agree, counted, weak = [], [], 0
         for i, case in enumerate(cases):
             try:
                 with warnings.catch_warnings():
@@ -1104,6 +1105,9 @@ def _identify(part: Part, cases: list[Case], outputs: list[Any], failing: list[i
                 counted.append(False)
                 continue
             same = matcher(wrong, outputs[i]) is None
+            if not same and _masked_match(matcher, wrong, outputs[i]):
+                # equal wherever the mistake's output is finite: evidence, but weaker
+                same, weak = True, weak + 1
             agree.append(same)
             counted.append(same or _finite(wrong))
         fails = [i for i in failing if counted[i]]
@@ -1111,7 +1115,7 @@ def _identify(part: Part, cases: list[Case], outputs: list[Any], failing: list[i
             continue
         n_counted = sum(counted)
         n_agree = sum(a and c for a, c in zip(agree, counted))
-        if n_agree == n_counted and (n_counted == len(cases) or len(fails) >= 2):
+        if n_agree == n_counted and (n_counted == len(cases) or len(fails) >= 2) and not weak:
             return f"\nLikely mistake: {mistake.hint}"
         fraction = n_agree / max(n_counted, 1)
         if best is None or fraction > best[0]:
@@ -1119,6 +1123,19 @@ def _identify(part: Part, cases: list[Case], outputs: list[Any], failing: list[i
     if best is not None:
         return f"\nPossible mistake (matches the failing inputs): {best[1].hint}"
     return "\nNo catalogued mistake matches; compare your code with the formula in the chapter."
+
+
+def _masked_match(matcher: Callable, wrong: Any, got: Any) -> bool:
+    """Whether ``got`` equals the mistake's output wherever that output is finite (a student
+    whose version of the mistake turns its NaN or inf into numbers, e.g. with nan_to_num)."""
+    if not (isinstance(wrong, torch.Tensor) and isinstance(got, torch.Tensor)
+            and wrong.shape == got.shape and wrong.is_floating_point()):
+        return False
+    finite = torch.isfinite(wrong)
+    if bool(finite.all()) or not bool(finite.any()) and wrong.numel() > 1:
+        return False  # nothing masked, or nothing left to compare
+    return matcher(wrong.detach().double().masked_fill(~finite, 0.0),
+                   got.detach().double().masked_fill(~finite, 0.0)) is None
 
 
 def _nan_tolerant(compare: Callable) -> Callable:
