@@ -36,4 +36,4 @@ def test_ratio_stats():
 
 def test_markdown_table():
     text = write_markdown({"x": [Result("x", "case", "time ratio", 1.5, 0.1, "≤ 2×", True).as_dict()]}, "test machine")
-    assert "| x | case | time ratio | 1.5 | 0.1 | ≤ 2× | yes |" in text
+    assert "| x | case | time ratio | 1.5 (0.1) | ≤ 2× ✓ |" in text

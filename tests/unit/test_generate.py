@@ -374,7 +374,6 @@ def test_time_generation_reports_each_tick():
 
 
 def test_sampling_explorer_has_one_distinct_frame_per_setting():
-    import ipywidgets
 
     from lmlab.widgets import sampling_explorer
 
@@ -385,8 +384,8 @@ def test_sampling_explorer_has_one_distinct_frame_per_setting():
     pngs = []
 
     def walk(w):
-        if isinstance(w, ipywidgets.Image):
-            pngs.append(w.value)
+        if hasattr(w, "png"):
+            pngs.append(w.png)
         for child in getattr(w, "children", ()):
             walk(child)
 
