@@ -270,7 +270,14 @@ class KVCache:
 
     def reset(self) -> None:
         """Forget every cached position (the buffers stay allocated)."""
-        self.lengths = [0] * len(self.lengths)
+        self.truncate(0)
+
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from ``length`` on (the buffers stay allocated):
+        how speculative decoding drops the keys and values of rejected draft tokens."""
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= self.length:
+            raise ValueError(f"length must be an int in [0, {self.length}], got {length!r}")
+        self.lengths = [length] * len(self.lengths)
 
 
 def attend_with_cache(

@@ -42,7 +42,6 @@ __all__ = [
     "sample_from",
     "SpeculativeStats",
     "speculative_generate",
-    "truncate_cache",
     "char_gpt",
 ]
 
@@ -163,13 +162,6 @@ class SpeculativeStats:
         return sum(self.accepted) / max(1, sum(self.proposed))
 
 
-def truncate_cache(cache: KVCache, length: int) -> None:
-    """Forget every cached position from ``length`` on (the buffers stay allocated)."""
-    if not 0 <= length <= cache.length:
-        raise ValueError(f"length must be in [0, {cache.length}], got {length}")
-    cache.lengths = [length] * len(cache.lengths)
-
-
 def _as_prompt(ids, device) -> torch.Tensor:
     ids = torch.as_tensor(ids, dtype=torch.long, device=device)
     if ids.dim() == 2 and ids.shape[0] == 1:
@@ -265,8 +257,8 @@ def speculative_generate(
         stats.accepted.append(n)
         stats.proposed.append(k_round)
         # roll back: every cache holds all tokens but the newest, minus rejected proposals
-        truncate_cache(t_cache, len(tokens) - 1)
-        truncate_cache(d_cache, min(d_cache.length, len(tokens) - 1))
+        t_cache.truncate(len(tokens) - 1)
+        d_cache.truncate(min(d_cache.length, len(tokens) - 1))
     return torch.tensor(tokens, device=device), stats
 
 

@@ -17,7 +17,6 @@ from lmlab.speculative import (
     sample_from,
     speculative_accept,
     speculative_generate,
-    truncate_cache,
 )
 from lmlab.transformer import GPT, GPTConfig
 
@@ -230,12 +229,12 @@ def test_truncate_cache_rolls_back():
     cache = KVCache(2, 1, 1, 8, 4)
     for layer in range(2):
         cache.update(layer, torch.ones(1, 1, 5, 4), torch.ones(1, 1, 5, 4))
-    truncate_cache(cache, 3)
+    cache.truncate(3)
     assert cache.length == 3
     k, _ = cache.update(0, torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4))
     assert k.shape[2] == 4 and float(k[0, 0, 3].sum()) == 0
     with pytest.raises(ValueError, match="length"):
-        truncate_cache(cache, 9)
+        cache.truncate(9)
 
 
 # --------------------------------------------------------------------------- bad input
