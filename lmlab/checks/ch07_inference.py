@@ -110,6 +110,10 @@ check_apply_temperature = make_check(
 # --------------------------------------------------------------------------- filters
 
 
+#: a filtered logit at or below this counts as removed, like -inf
+REMOVED = -1e9
+
+
 def filtered_compare(rtol: float = 1e-5, atol: float = 1e-6):
     """Compare filtered logits, accepting any choice among tokens tied at the boundary.
 
@@ -130,6 +134,9 @@ def filtered_compare(rtol: float = 1e-5, atol: float = 1e-6):
         e, g = expected.detach().double().reshape(-1, V), got.detach().double().reshape(-1, V)
         if torch.isnan(g).any() or (g == math.inf).any():
             return f"{path} contains NaN or +inf; removed tokens must be -inf, kept ones unchanged"
+        # -1e9 or finfo.min instead of -inf removes a token just as well (its probability
+        # underflows to exactly 0): accept it as removed.
+        g = g.masked_fill(g <= REMOVED, -math.inf)
         for row in range(e.shape[0]):
             where = f"{path}[{row}]" if expected.dim() > 1 else path
             n_e, n_g = int(torch.isfinite(e[row]).sum()), int(torch.isfinite(g[row]).sum())
