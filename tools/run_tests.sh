@@ -44,8 +44,9 @@ browser_ready() {
 
 PYTEST="$BIN/python -m pytest -p no:cacheprovider -q"
 stage lint    $BIN/ruff check lmlab tests tools benchmarks
-# Build the cached corpus and the chapter-6 model once, before tests and notebooks need them in parallel.
-stage cache   $BIN/python -c "from lmlab.data import load_corpus; from lmlab.train import small_char_gpt; load_corpus(); small_char_gpt()"
+# Train every model the book loads from the cache once, before tests and notebooks need
+# them in parallel (two processes; a warm cache makes this stage take seconds).
+stage cache   $BIN/python -m tools.warm_cache
 stage unit    $PYTEST tests/unit -n "$JOBS" --timeout 600
 stage grading $PYTEST tests/grading -n "$JOBS" --timeout 1800
 stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --dist loadfile --timeout 600
