@@ -14,6 +14,7 @@ model, at batch 1 and 32.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -62,8 +63,23 @@ def _int8_vs_dynamic(model: nn.Module, x: torch.Tensor, quick: bool) -> tuple[fl
     return ratio_stats(ratios)
 
 
+def int8_isa() -> str:
+    """Which int8 dot-product instructions this CPU has, for the results table: the int8
+    kernels' speed depends on them (VNNI multiplies four int8 pairs per lane at once)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown ISA"
+    for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"),
+                       ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2 without VNNI")):
+        if flag in flags:
+            return name
+    return "no AVX2"
+
+
 def _speed(quick: bool) -> list[Result]:
     width, depth = (128, 1) if quick else (1024, 2)
+    isa = int8_isa()
     model = _mlp(width, depth)
     ours = quantize_model(model, 8, kernel="int8")
     results = []
@@ -74,7 +90,8 @@ def _speed(quick: bool) -> list[Result]:
             fp32_ratio, fp32_iqr, _, _ = compare(lambda x=x: ours(x), lambda x=x: model(x),
                                                  rounds=3 if quick else 7, desc=f"fp32 batch {batch}")
         results.append(Result(
-            NAME, f"QuantLinear int8 vs quantize_dynamic, MLP {width}x{4 * width}x{depth}, batch {batch}, 1 thread",
+            NAME, f"QuantLinear int8 vs quantize_dynamic, MLP {width}x{4 * width}x{depth}, batch {batch}, "
+                  f"1 thread, {isa}",
             "time ratio lmlab/torch", ratio, iqr, goal="≤ 1.43× (≥ 0.7× its speed)",
             met=ratio <= 1 / 0.7, details={"int8_kernel_flags": has_int8_kernel()}))
         results.append(Result(
