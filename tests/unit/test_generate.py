@@ -399,3 +399,57 @@ def test_sampling_bars_rejects_mismatched_labels():
 
     with pytest.raises(ValueError, match="one label per token"):
         sampling_bars(torch.zeros(5), ["a", "b"])
+
+
+# --------------------------------------------------------------------------- gaps found by
+# mutation testing (make mutants): arguments passed on, defaults, boundaries
+
+
+def test_sample_next_on_one_row_passes_every_argument_on():
+    logits = torch.tensor([3.0, 2.9, 2.8, -1.0, 0.5])
+    for kwargs in (dict(top_k=1), dict(top_p=0.01), dict(temperature=1e-3)):
+        draws = {int(sample_next(logits, generator=torch.Generator().manual_seed(s), **kwargs))
+                 for s in range(30)}
+        assert draws == {0}, kwargs  # each of them alone leaves only the top token
+    batch = logits.repeat(2, 1)
+    for seed in range(5):  # the generator is used: one row == the same row in a batch
+        one = sample_next(logits, generator=torch.Generator().manual_seed(seed))
+        two = sample_next(batch, generator=torch.Generator().manual_seed(seed))
+        assert one.dim() == 0 and int(one) == int(two[0])
+    assert int(sample_next(torch.tensor([0.0, 5.0, 1.0]), temperature=0)) == 1
+
+
+def test_top_p_boundaries():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    torch.testing.assert_close(top_p_filter(logits, 1.0), logits)
+    # the mass before token 1 is exactly 0.5: with p = 0.5 it is not kept
+    kept = torch.isfinite(top_p_filter(logits, 0.5))
+    assert kept.tolist() == [True, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.51)).tolist() == [True, True, False]
+
+
+def test_kv_cache_bytes_multiplies_every_size():
+    assert kv_cache_bytes(3, 5, 7, 11, 13) == 2 * 3 * 5 * 7 * 11 * 13 * 4
+    assert kv_cache_bytes(3, 5, 7, 11, 13, bytes_per_element=2) == 2 * 3 * 5 * 7 * 11 * 13 * 2
+
+
+def test_left_pad_defaults_and_a_single_prompt():
+    ids, mask = left_pad([[4, 5]])
+    assert ids.tolist() == [[4, 5]] and mask.tolist() == [[True, True]]
+    ids, mask = left_pad([[7], [1, 2, 3]])
+    assert ids.tolist() == [[0, 0, 7], [1, 2, 3]] and ids.dtype == torch.long
+    assert mask.tolist() == [[False, False, True], [True, True, True]]
+
+
+def test_generate_passes_sampling_arguments_on():
+    model = tiny_gpt()
+    prompt = torch.tensor([1, 2, 3])
+    greedy = generate(model, prompt, 6, temperature=0)
+    # top_k=1 and a tiny top_p leave only the arg-max: sampling must equal greedy decoding
+    for kwargs in (dict(top_k=1), dict(top_p=1e-6)):
+        for seed in range(3):
+            assert torch.equal(generate(model, prompt, 6, seed=seed, **kwargs), greedy), kwargs
+    # the default samples at temperature 1: different seeds give different continuations
+    outs = {tuple(generate(model, prompt, 12, seed=s).tolist()) for s in range(6)}
+    assert len(outs) > 1
+    assert generate(model, [1, 2, 3], 2, temperature=0).dtype == torch.long
