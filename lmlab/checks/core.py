@@ -597,18 +597,11 @@ def _replace_everywhere(replace: dict[int, tuple[Any, Any]], student_fn: Callabl
         if id(obj) in seen or depth > 4:
             return
         seen.add(id(obj))
-        if isinstance(obj, dict):
-            for key, value in list(obj.items()):
+        if isinstance(obj, (dict, list)):  # mutable: swap a reference in place
+            for key, value in list(obj.items() if isinstance(obj, dict) else enumerate(obj)):
                 stand_in = swap(value)
                 if stand_in is not None:
                     obj[key] = stand_in
-                else:
-                    visit(value, depth + 1)
-        elif isinstance(obj, list):
-            for i, value in enumerate(obj):
-                stand_in = swap(value)
-                if stand_in is not None:
-                    obj[i] = stand_in
                 else:
                     visit(value, depth + 1)
         elif isinstance(obj, tuple):
