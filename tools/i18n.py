@@ -118,9 +118,24 @@ def build(outdir: Path = HTML_ZH, strict: bool = True) -> int:
     return code
 
 
-def extract() -> None:
-    """Templates from the English pages, then every catalogue brought up to date."""
+def extract(pages: list[str] | None = None) -> None:
+    """Templates from the English pages, then every catalogue (or only ``pages``'s)
+    brought up to date: new messages empty, changed ones fuzzy, removed ones dropped."""
     sphinx_build("gettext", TEMPLATES, BUILD / ".doctrees-gettext", {}, strict=False)
+    if pages:
+        from babel.messages.pofile import read_po
+        for page in pages:
+            path = catalogue(page)
+            name = path.relative_to(CATALOGUES).with_suffix(".pot")
+            with open(TEMPLATES / name, "rb") as f:
+                template = read_po(f)
+            catalog = read(path)
+            catalog.update(template)
+            catalog.obsolete.clear()
+            write(path, catalog)
+        print(f"updated {len(pages)} catalogue(s); "
+              f"{fill_untranslatable()} messages with nothing to translate copied")
+        return
     subprocess.run([sys.executable, "-m", "sphinx_intl", "update", "-p", str(TEMPLATES),
                     "-d", str(ROOT / "locales"), "-l", LANGUAGE, "-w", "0",
                     "--no-obsolete"], check=True, cwd=ROOT)
@@ -350,7 +365,8 @@ def apply(page: str, translations: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("extract", help="update every catalogue from the English pages")
+    ex = sub.add_parser("extract", help="update every catalogue from the English pages")
+    ex.add_argument("pages", nargs="*", help="only these pages' catalogues")
     st = sub.add_parser("status", help="coverage per page")
     st.add_argument("--min", type=float, default=MIN_TRANSLATED)
     sub.add_parser("check", help="markup unchanged, one translation per term")
@@ -369,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "apply":
         return apply(args.page, args.json)
     if args.command == "extract":
-        extract()
+        extract(args.pages)
         return 0
     if args.command == "status":
         return status(args.min)
