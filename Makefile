@@ -11,10 +11,10 @@ EXTRAS := book,grade,dev,bench
 CHAPTERS := $(notdir $(wildcard solutions/ch*))
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup book lab grade release test notebooks exercises bench mutants vendor clean
+.PHONY: help setup book book-zh i18n i18n-status lab grade release test notebooks exercises bench mutants vendor clean
 
 help:
-	@echo "make book       build the book into _build/html and print where to open it"
+	@echo "make book       build the book, English and Chinese, and print where to open each"
 	@echo "make test       run every test (unit, grading, notebooks, book build, browser)"
 	@echo "make lab        copy new exercises into work/ (never overwriting) and open JupyterLab there"
 	@echo "make grade      instructor: JupyterLab at the repo root with nbgrader's formgrader"
@@ -23,6 +23,8 @@ help:
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader"
 	@echo "make bench      run the benchmarks and write benchmarks/results.md"
 	@echo "make mutants    mutation-test the numeric core and write tests/mutants.md"
+	@echo "make i18n       after an English change: bring the Chinese catalogues (locales/) up to date"
+	@echo "make i18n-status  per page: share of messages translated into Chinese, fuzzy ones"
 
 setup: $(STAMP)
 
@@ -34,9 +36,22 @@ $(STAMP): pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W --keep-going
+	$(PY) -m tools.i18n build
 	@echo
-	@echo "The book is built: open file://$(CURDIR)/_build/html/index.html"
-	@echo "(or serve it: $(PY) -m http.server -d _build/html 8000)"
+	@echo "The book is built, in two editions:"
+	@echo "  English: file://$(CURDIR)/_build/html/index.html"
+	@echo "  中文版:  file://$(CURDIR)/_build/html/zh/index.html"
+	@echo "(or serve both: $(PY) -m http.server -d _build/html 8000, then /index.html and /zh/index.html)"
+
+# the Chinese edition alone, into _build/html/zh
+book-zh: $(STAMP)
+	$(PY) -m tools.i18n build
+
+i18n: $(STAMP)
+	$(PY) -m tools.i18n extract
+
+i18n-status: $(STAMP)
+	$(PY) -m tools.i18n status --fresh
 
 lab: $(STAMP)
 	$(PY) -m tools.student_lab

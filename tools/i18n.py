@@ -10,6 +10,7 @@ not messages: they stay exactly as in the English edition.
     python -m tools.i18n extract        # after an English change: update every catalogue
     python -m tools.i18n status         # per page: share translated, fuzzy; exit 1 below 98 %
     python -m tools.i18n check          # formulas, code and links unchanged; one term, one translation
+    python -m tools.i18n verify         # status --fresh and check (make test's i18n stage)
     python -m tools.i18n build          # the Chinese site into _build/html/zh
     python -m tools.i18n dump PAGE      # a page's untranslated messages as JSON
     python -m tools.i18n apply PAGE F   # set a page's translations from that JSON, filled in
@@ -242,9 +243,35 @@ def coverage() -> list[Coverage]:
     return rows
 
 
-def status(minimum: float = MIN_TRANSLATED) -> int:
+def out_of_date(templates: Path = TEMPLATES) -> dict[str, int]:
+    """{page: messages of the English page that its catalogue lacks} from freshly built
+    templates (a page with no catalogue counts all its messages): an English change not
+    yet brought into the catalogues with ``extract``."""
+    from babel.messages.pofile import read_po
+    sphinx_build("gettext", templates, BUILD / ".doctrees-gettext", {}, strict=False)
+    lacking = {}
+    for pot in sorted(templates.rglob("*.pot")):
+        page = str(pot.relative_to(templates).with_suffix(""))
+        with open(pot, "rb") as f:
+            wanted = {m.id for m in read_po(f) if m.id}
+        po = CATALOGUES / f"{page}.po"
+        have = {m.id for m in messages(read(po))} if po.exists() else set()
+        if wanted - have:
+            lacking[page] = len(wanted - have)
+    return lacking
+
+
+def status(minimum: float = MIN_TRANSLATED, fresh: bool = False) -> int:
     """Print per page the share of messages translated and the fuzzy count; 1 if any page
-    is under ``minimum`` per cent or has a fuzzy message."""
+    is under ``minimum`` per cent or has a fuzzy message. With ``fresh``, first rebuild the
+    templates from the English pages and fail on messages the catalogues lack."""
+    if fresh:
+        lacking = out_of_date()
+        for page, n in lacking.items():
+            print(f"{page}: {n} English message(s) not in its catalogue: "
+                  "run python -m tools.i18n extract, then translate them")
+        if lacking:
+            return 1
     rows = coverage()
     width = max(len(r.page) for r in rows)
     print(f"{'page':<{width}}  messages  translated  fuzzy")
@@ -358,7 +385,7 @@ def apply(page: str, translations: Path) -> int:
     write(path, catalog)
     for k in unknown:
         print(f"not a message of {page} (msgid must be copied exactly): {k[:80]!r}")
-    print(f"{len(table) - len(unknown)} translations set in {path.relative_to(ROOT)}")
+    print(f"{len(table) - len(unknown)} translations set in {path}")
     return 1 if unknown else 0
 
 
@@ -369,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("pages", nargs="*", help="only these pages' catalogues")
     st = sub.add_parser("status", help="coverage per page")
     st.add_argument("--min", type=float, default=MIN_TRANSLATED)
+    st.add_argument("--fresh", action="store_true",
+                    help="first check the catalogues against the English pages")
     sub.add_parser("check", help="markup unchanged, one translation per term")
+    sub.add_parser("verify", help="status --fresh and check: what make test runs")
     bd = sub.add_parser("build", help="build the Chinese site into _build/html/zh")
     bd.add_argument("--out", type=Path, default=HTML_ZH)
     dp = sub.add_parser("dump", help="a page's untranslated messages as JSON")
@@ -388,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         extract(args.pages)
         return 0
     if args.command == "status":
-        return status(args.min)
+        return status(args.min, args.fresh)
     if args.command == "check":
         return check()
+    if args.command == "verify":
+        return max(status(fresh=True), check())
     return build(args.out)
 
 

@@ -18,11 +18,15 @@ import pytest
 
 from .conftest import SITE
 
+# Both editions: the English site and the Chinese one in zh/ (static files, the search and
+# index pages and the root redirects aside).
 PAGES = sorted(
     str(p.relative_to(SITE))
     for p in SITE.rglob("*.html")
-    if not p.relative_to(SITE).parts[0].startswith("_") and p.name not in ("genindex.html", "search.html")
+    if not any(part.startswith("_") for part in p.relative_to(SITE).parts)
+    and p.name not in ("genindex.html", "search.html")
 ) if SITE.exists() else []
+REDIRECTS = ("index.html", "zh/index.html")
 EXPLORER_PAGES = [p for p in PAGES if "lmlab-explorer" in (SITE / p).read_text(errors="replace")
                   or "lmlab-explorer" in (SITE / p).read_text(errors="replace").replace("\\", "")]
 MATH_PAGES = [p for p in PAGES if 'class="math' in (SITE / p).read_text(errors="replace")]
@@ -148,7 +152,7 @@ def visits(browser, site_url):
     """{page: Visit} for every page (the root redirect aside), each loaded once."""
     reader = Reader(browser)
     try:
-        return {path: reader.read(f"{site_url}/{path}") for path in PAGES if path != "index.html"}
+        return {path: reader.read(f"{site_url}/{path}") for path in PAGES if path not in REDIRECTS}
     finally:
         reader.close()
 
@@ -162,7 +166,7 @@ def test_the_root_redirects_to_the_book():
     assert 'url=book/index.html' in (SITE / "index.html").read_text()
 
 
-@pytest.mark.parametrize("path", [p for p in PAGES if p != "index.html"])
+@pytest.mark.parametrize("path", [p for p in PAGES if p not in REDIRECTS])
 def test_page_loads_without_errors_or_external_requests(visits, path):
     v = visits[path]
     assert v.messages == [], f"{path}: {v.messages}"
@@ -170,7 +174,7 @@ def test_page_loads_without_errors_or_external_requests(visits, path):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("path", [p for p in PAGES if p != "index.html"])
+@pytest.mark.parametrize("path", [p for p in PAGES if p not in REDIRECTS])
 def test_page_fits_and_its_images_read_well(visits, path, width):
     facts = visits[path].facts[width]
     problems = []
