@@ -322,6 +322,12 @@ def problems() -> list[str]:
                 extra = protected(m.string) - protected(m.id)
                 found.append(f"{page}: markup changed in {m.id[:60]!r}: "
                              f"missing {sorted(missing)}, added {sorted(extra)}")
+            elif re.match(r"\d+\. ", m.string) and not re.match(r"\d+\. ", m.id):
+                found.append(f"{page}: {m.string[:40]!r} starts with a number and a full stop, "
+                             "which Markdown reads as a numbered list: write it as 'N\\. '")
+            elif re.match(r"\d+\. ", m.string):
+                found.append(f"{page}: the heading {m.string[:40]!r} would be read as a "
+                             "numbered list and stay in English: write its number as 'N\\. '")
             elif rendered_markup(m.id) != rendered_markup(m.string):
                 found.append(f"{page}: bold/italic/code/links render differently in "
                              f"{m.string[:60]!r}: English {dict(rendered_markup(m.id))}, "
