@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -122,21 +123,27 @@ def build(outdir: Path = HTML_ZH, strict: bool = True) -> int:
 def extract(pages: list[str] | None = None) -> None:
     """Templates from the English pages, then every catalogue (or only ``pages``'s)
     brought up to date: new messages empty, changed ones fuzzy, removed ones dropped."""
-    sphinx_build("gettext", TEMPLATES, BUILD / ".doctrees-gettext", {}, strict=False)
     if pages:
+        import tempfile
+
         from babel.messages.pofile import read_po
-        for page in pages:
-            path = catalogue(page)
+        scratch = Path(tempfile.mkdtemp(prefix="lmlab-gettext-"))
+        templates = scratch / "gettext"
+        sphinx_build("gettext", templates, scratch / "doctrees", {}, strict=False)
+        paths = [catalogue(page) for page in pages]
+        for path in paths:
             name = path.relative_to(CATALOGUES).with_suffix(".pot")
-            with open(TEMPLATES / name, "rb") as f:
+            with open(templates / name, "rb") as f:
                 template = read_po(f)
             catalog = read(path)
             catalog.update(template)
             catalog.obsolete.clear()
             write(path, catalog)
+        shutil.rmtree(scratch, ignore_errors=True)
         print(f"updated {len(pages)} catalogue(s); "
-              f"{fill_untranslatable()} messages with nothing to translate copied")
+              f"{fill_untranslatable(paths)} messages with nothing to translate copied")
         return
+    sphinx_build("gettext", TEMPLATES, BUILD / ".doctrees-gettext", {}, strict=False)
     subprocess.run([sys.executable, "-m", "sphinx_intl", "update", "-p", str(TEMPLATES),
                     "-d", str(ROOT / "locales"), "-l", LANGUAGE, "-w", "0",
                     "--no-obsolete"], check=True, cwd=ROOT)
@@ -179,10 +186,16 @@ _PROTECTED = [
 ]
 
 
+# A translated paragraph is parsed as a document of its own, without the notebook's glue
+# data, so a translation names the notebook: {glue:text}`04_cpu_history.ipynb::key:s`.
+_GLUE = re.compile(r"\{glue(:\w+)?\}`(?:[^`:]+::)?([^`:]+)(?::[^`]*)?`")
+
+
 def protected(text: str) -> Counter:
-    """The formulas, code spans, roles and link targets of a message, counted."""
+    """The formulas, code spans, roles and link targets of a message, counted (a glue
+    role counts as its key, whichever notebook it names)."""
     found: Counter = Counter()
-    rest = text
+    rest = _GLUE.sub(lambda m: f"{{glue{m.group(1) or ''}}}`{m.group(2)}`", text)
     for pattern in _PROTECTED:
         for match in pattern.findall(rest):
             found[match] += 1
@@ -202,11 +215,18 @@ def nothing_to_translate(text: str) -> bool:
     return not re.search(r"[A-Za-z]{2,}", rest)
 
 
-def fill_untranslatable() -> int:
+def is_display_formula(text: str) -> bool:
+    """A message that is a whole display formula (a ``$$`` block or ``\\begin`` environment):
+    its translation must be the English, character for character."""
+    return "$" not in text and "`" not in text and nothing_to_translate(text) \
+        and bool(re.search(r"\\[a-zA-Z]+", text))
+
+
+def fill_untranslatable(paths: list[Path] | None = None) -> int:
     """Copy each message with nothing to translate (a display formula, a code span, a
     cross-reference alone) into its translation, so that coverage counts only prose."""
     filled = 0
-    for path in catalogues():
+    for path in paths or catalogues():
         catalog = read(path)
         changed = False
         for m in messages(catalog):
@@ -322,6 +342,13 @@ def problems() -> list[str]:
                 extra = protected(m.string) - protected(m.id)
                 found.append(f"{page}: markup changed in {m.id[:60]!r}: "
                              f"missing {sorted(missing)}, added {sorted(extra)}")
+            elif is_display_formula(m.id) and m.string != m.id:
+                found.append(f"{page}: the display formula {m.id[:50]!r} is translated; "
+                             "Sphinx cannot render a changed formula block (it comes out as "
+                             "'\\[::\\]'): keep it as the English, and say it in the text around it")
+            elif _GLUE.search(m.id) and _GLUE.search(m.string) and "::" not in m.string:
+                found.append(f"{page}: a translated paragraph has no glue data of its own: "
+                             "name the notebook, {glue:text}`<notebook>.ipynb::<key>:s`")
             elif re.match(r"\d+\. ", m.string) and not re.match(r"\d+\. ", m.id):
                 found.append(f"{page}: {m.string[:40]!r} starts with a number and a full stop, "
                              "which Markdown reads as a numbered list: write it as 'N\\. '")
