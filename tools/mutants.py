@@ -3,6 +3,7 @@
     python -m tools.mutants                  # every module below, one after the other
     python -m tools.mutants attention optim  # some of them
     python -m tools.mutants --report         # rewrite the report from the last runs
+    python -m tools.mutants --survivors rnn  # after adding tests: rerun only the survivors
 
 mutmut (https://mutmut.readthedocs.io) plants one small bug at a time in a module (``+``
 for ``-``, ``<`` for ``<=``, a changed constant, a dropped argument, ...) and runs that
@@ -88,6 +89,33 @@ def run(module: str, children: int) -> None:
                        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
+def survivors(module: str) -> list[str]:
+    """Mutants of the last run that no test killed, that no test reached, or not yet run."""
+    meta = WORK / module / "mutants" / "lmlab" / f"{module}.py.meta"
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return sorted(key for key, code in codes.items() if code in (None, 0, 33))
+
+
+def rerun_survivors(module: str, children: int) -> None:
+    """After tests were added: bring the module's current tests into its working copy and
+    run only the survivors again (a killed mutant stays killed when tests are only added)."""
+    work = WORK / module
+    names = survivors(module)
+    for test in MODULES[module]:
+        source = ROOT / "tests" / "unit" / test
+        if source.exists():
+            for target in (work / "tests" / "unit", work / "mutants" / "tests" / "unit"):
+                if target.exists():
+                    shutil.copy(source, target / test)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    print(f"== {module}: {len(names)} survivors run again in {work}", flush=True)
+    with open(work / "rerun.log", "w") as log:
+        subprocess.run(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(children),
+                        *names], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=False)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -153,8 +181,8 @@ def classify(module: str) -> dict | None:
     killed, survived, message_only, device_only, untested, timeout = 0, [], 0, 0, 0, 0
     for key, code in codes.items():
         short = key.split(".")[-1]
-        if code is None:
-            untested += 1  # no test reaches this function
+        if code is None or code == 33:
+            untested += 1  # no test reaches this function (33: mutmut found no test for it)
         elif code == 0:
             orig = short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
             kind = _kind(_strip_name(functions.get(orig, ""), orig),
@@ -230,6 +258,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--survivors", action="store_true",
+                        help="run only the last run's survivors again, with the current tests")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -240,7 +270,10 @@ def main(argv: list[str]) -> int:
             if not (ROOT / "lmlab" / f"{module}.py").exists():
                 print(f"== {module}: lmlab/{module}.py does not exist, skipped")
                 continue
-            run(module, args.children)
+            if args.survivors and (WORK / module / "mutants").exists():
+                rerun_survivors(module, args.children)
+            else:
+                run(module, args.children)
     done = [m for m in MODULES if (WORK / m).exists()]
     REPORT.write_text(report(done))
     print(f"wrote {REPORT.relative_to(ROOT)}")

@@ -88,8 +88,12 @@ def test_the_landing_page_offers_both_editions(tab, site_url, edition):
 @pytest.mark.parametrize("term", SEARCHES)
 def test_chinese_search_finds_the_chapter_that_teaches_a_term(tab, site_url, term):
     tab.goto(f"{site_url}/zh/search.html?q={term}", wait_until="load")
-    tab.wait_for_function("document.querySelectorAll('#search-results li').length > 0",
-                          timeout=30_000, polling=100)
+    # results arrive one by one; the summary gets the count when the search has finished
+    tab.wait_for_function(
+        """() => { const s = document.querySelector('#search-results .search-summary');
+                   const n = s && s.textContent.match(/\\d+/);
+                   return n && document.querySelectorAll('#search-results li').length == +n[0]; }""",
+        timeout=30_000, polling=100)
     links = tab.locator("#search-results li a").evaluate_all("els => els.map(a => a.href)")
     assert any(SEARCHES[term] in link for link in links), f"{term}: {links[:10]}"
     assert all("/zh/" in link for link in links), "the Chinese search left the Chinese edition"
