@@ -49,6 +49,8 @@ def test_the_chinese_pages_are_chinese():
     text = re.sub(r"<[^>]+>", " ", page.split('<article', 1)[1])
     chinese = len(re.findall(r"[\u4e00-\u9fff]", text))
     assert chinese > 1000, f"only {chinese} Chinese characters in the attention page"
+    captions = re.findall(r'caption-text">([^<]*)<', page)
+    assert captions and all(re.search(r"[\u4e00-\u9fff]", c) for c in captions), captions
 
 
 @pytest.mark.parametrize("path", ["book/index.html", "book/ch04_attention/01_soft_lookup.html",
