@@ -100,7 +100,19 @@ def rerun_survivors(module: str, children: int) -> None:
     """After tests were added: bring the module's current tests into its working copy and
     run only the survivors again (a killed mutant stays killed when tests are only added)."""
     work = WORK / module
+    if (ROOT / "lmlab" / f"{module}.py").read_bytes() != (work / "lmlab" / f"{module}.py").read_bytes():
+        print(f"== {module}: lmlab/{module}.py changed since its run: a full run instead")
+        run(module, children)
+        return
     names = survivors(module)
+    # the rest of lmlab as it is now (the tests may use what changed elsewhere); the
+    # mutated module itself stays as mutmut generated it
+    for target in (work / "lmlab", work / "mutants" / "lmlab"):
+        for source in (ROOT / "lmlab").rglob("*.py"):
+            relative = source.relative_to(ROOT / "lmlab")
+            if relative != Path(f"{module}.py"):
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, target / relative)
     for test in MODULES[module]:
         source = ROOT / "tests" / "unit" / test
         if source.exists():
