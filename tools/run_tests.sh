@@ -49,7 +49,7 @@ stage lint    $BIN/ruff check lmlab tests tools benchmarks
 stage cache   $BIN/python -m tools.warm_cache
 stage unit    $PYTEST tests/unit -n "$JOBS" --timeout 600
 stage grading $PYTEST tests/grading -n "$JOBS" --timeout 1800
-stage nbval   $PYTEST --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --dist loadfile --timeout 600
+stage nbval   $PYTEST -p tests.notebooks.nbval_tolerance --nbval book --nbval-sanitize-with tests/notebooks/sanitize.cfg -n "$JOBS" --dist loadfile --timeout 600
 stage nbval-solutions $PYTEST --nbval-lax solutions -n "$JOBS" --dist loadfile --timeout 600
 stage book    $BIN/jupyter-book build . --all -W --keep-going -q
 # the Chinese edition: every page translated (>= 98 %, nothing fuzzy, catalogues in step
