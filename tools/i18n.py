@@ -71,6 +71,13 @@ TERMS: list[tuple[str, str, tuple[str, ...]]] = [
     ("speculative decoding", "投机解码", ("推测解码", "猜测解码")),
     ("pruning", "剪枝", ("修剪",)),
     ("distillation", "蒸馏", ()),
+    ("key/value head", "键值头", ("键/值头", "KV 头")),
+    ("draft model", "草稿模型", ("起草模型",)),
+    ("acceptance rate", "接受率", ("接收率",)),
+    ("held-out", "留出", ()),
+    ("load-balancing loss", "负载均衡损失", ()),
+    ("residual stream", "残差流", ()),
+    ("benchmark", "基准测试", ()),
 ]
 
 
