@@ -1,7 +1,8 @@
 /* LLM Lab page helpers (no dependencies, nothing fetched).
  *
  * Search snippets are cut from the pages' HTML, where math is still TeX source (MathJax
- * typesets in the browser): show "-∞" rather than "\(-\infty\)".
+ * typesets in the browser): show "-∞" rather than "\(-\infty\)"; and they start at the
+ * content, not at the header's buttons or the page's table of contents.
  */
 (function () {
   "use strict";
@@ -29,6 +30,8 @@
       .replace(/\s+/g, " ")
       .trim();
   }
+  var FURNITURE = ".bd-header-article, .bd-sidebar-secondary, .onlyprint, .lmlab-lang-choice, " +
+    ".prev-next-area";
   function patchSearch() {
     // searchtools.js declares `const Search` at the top level: a global binding, not a
     // property of window
@@ -37,6 +40,9 @@
     var original = S.htmlToText;
     S.htmlToText = function (htmlString, anchor) {
       var doc = new DOMParser().parseFromString(htmlString, "text/html");
+      // page furniture, not content: the header buttons (with the language switch), the
+      // page's table of contents, the landing page's edition choice
+      doc.querySelectorAll(FURNITURE).forEach(function (el) { el.remove(); });
       doc.querySelectorAll(".math").forEach(function (el) {
         el.textContent = " " + plainMath(el.textContent) + " ";
       });

@@ -99,3 +99,6 @@ def test_chinese_search_finds_the_chapter_that_teaches_a_term(tab, site_url, ter
     links = tab.locator("#search-results li a").evaluate_all("els => els.map(a => a.href)")
     assert any(SEARCHES[term] in link for link in links), f"{term}: {links[:10]}"
     assert all("/zh/" in link for link in links), "the Chinese search left the Chinese edition"
+    snippets = tab.locator("#search-results p.context").all_inner_texts()
+    furniture = [s for s in snippets if re.match(r"\W*(English|目录)", s)]
+    assert furniture == [], f"snippets that start with page furniture: {furniture[:3]}"
