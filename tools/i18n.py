@@ -90,7 +90,8 @@ def sphinx_build(builder: str, outdir: Path, doctrees: Path, overrides: dict,
                  "latex_individualpages": False, **overrides}
     result = build_sphinx(ROOT, outdir, noconfig=True, path_config=ROOT / "_config.yml",
                           confoverrides=overrides, doctreedir=doctrees, builder=builder,
-                          warningiserror=strict, keep_going=True, quiet=True)
+                          warningiserror=strict, keep_going=True, quiet=True,
+                          force_all=builder == "html")
     if isinstance(result, Exception):
         raise result
     return int(result or 0)
