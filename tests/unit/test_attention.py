@@ -490,3 +490,176 @@ def test_peak_memory_passes_keyword_arguments():
     small = peak_memory(flash_attention, q, k, v, block_size=8, query_block_size=8)
     large = peak_memory(flash_attention, q, k, v, block_size=64, query_block_size=64)
     assert small < large
+
+
+# --------------------------------------------------------------------------- more edges found
+# by mutation testing: broadcasting, devices, dtypes, dropout, module options, memory
+
+
+def test_batch_dimensions_of_k_or_v_alone_broadcast():
+    """A batch dimension carried by k alone or by v alone broadcasts like an expanded input."""
+    q, k, v = qkv(T_q=4, T_k=6, d=4, d_v=3, seed=12)
+    kb = torch.stack([k, 2 * k])  # (2, T_k, d)
+    vb = torch.stack([v, -v])
+    for kk, vv in ((kb, v), (k, vb)):
+        expected = scaled_dot_product_attention(q.expand(2, 4, 4), kk.expand(2, 6, 4), vv.expand(2, 6, 3))
+        got = scaled_dot_product_attention(q, kk, vv)
+        assert got.shape == (2, 4, 3)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(flash_attention(q, kk, vv, block_size=4), expected)
+        with pytest.raises(ValueError, match="mask has shape"):  # batch 3 does not broadcast to 2
+            scaled_dot_product_attention(q, kk, vv, torch.ones(3, 4, 6, dtype=torch.bool))
+
+
+def test_sdpa_rejects_one_dimensional_inputs():
+    """q, k and v need at least (T, d): a 1-D tensor is a ValueError naming it."""
+    q, k, v = qkv(T_q=3, d=4)
+    for name, args in (("q", (q[0], k, v)), ("k", (q, k[0], v)), ("v", (q, k, v[0]))):
+        with pytest.raises(ValueError, match=f"^{name} has shape"):
+            scaled_dot_product_attention(*args)
+        with pytest.raises(ValueError, match=f"^{name} has shape"):
+            flash_attention(*args)
+
+
+def test_attention_keeps_every_intermediate_on_the_inputs_device():
+    """On the meta device (a stand-in for an accelerator) masks and tiles are made there too."""
+    meta = torch.device("meta")
+    assert causal_mask(3, 5, device=meta).device == meta
+    q, k, v = (torch.empty(2, T, 4, device=meta) for T in (5, 7, 7))
+    for out in (
+        scaled_dot_product_attention(q, k, v, causal=True),
+        scaled_dot_product_attention(q, k, v, torch.ones(5, 7, dtype=torch.bool, device=meta)),
+        flash_attention(q, k, v, causal=True, block_size=3, query_block_size=2),
+    ):
+        assert out.device == meta and out.shape == (2, 5, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sdpa_masks_follow_the_dtype_of_the_scores(dtype):
+    """Boolean and float32 additive masks are converted to the scores' dtype (no upcast)."""
+    q, k, v = qkv(2, T_q=4, T_k=5, d=8, seed=13, dtype=torch.float32)
+    g = torch.Generator().manual_seed(14)
+    bool_mask = torch.rand(4, 5, generator=g) > 0.4
+    bool_mask[:, 0] = True
+    additive = torch.randn(4, 5, generator=g)  # float32, inputs in low precision
+    low = [t.to(dtype) for t in (q, k, v)]
+    for mask in (bool_mask, additive):
+        out, w = scaled_dot_product_attention(*low, mask, return_weights=True)
+        assert out.dtype == w.dtype == dtype
+        reference = scaled_dot_product_attention(*(t.float() for t in low), mask)
+        torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+
+
+def test_sdpa_dropout_drops_at_rate_p_and_rescales_the_rest():
+    """dropout_p: about a fraction p of the weights become 0, the others are divided by 1 - p."""
+    q, k, v = qkv(4, T_q=64, T_k=64, d=4, seed=15)
+    _, w = scaled_dot_product_attention(q, k, v, return_weights=True)
+    torch.manual_seed(3)
+    _, dropped = scaled_dot_product_attention(q, k, v, dropout_p=0.2, return_weights=True)
+    zero = dropped == 0
+    rate = zero.double().mean().item()
+    assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / zero.numel())
+    torch.testing.assert_close(dropped[~zero], w[~zero] / 0.8)
+
+
+def test_multi_head_attention_function_unbatched_and_argument_names():
+    """An unbatched (T, C) x is a batch of one; type errors name the offending argument."""
+    torch.manual_seed(3)
+    x = torch.randn(5, 8, dtype=D64)
+    W = [torch.randn(8, 8, dtype=D64) for _ in range(4)]
+    torch.testing.assert_close(multi_head_attention(x, *W, 2, causal=True),
+                               multi_head_attention(x[None], *W, 2, causal=True)[0])
+    with pytest.raises(TypeError, match="^x has dtype"):
+        multi_head_attention(x.long(), *W, 2)
+    with pytest.raises(TypeError, match="^W_v has dtype"):
+        multi_head_attention(x, W[0], W[1], W[2].long(), W[3], 2)
+
+
+def test_multi_head_attention_module_options():
+    """Defaults (bias in all four projections, int head size) and the checks of d_model, dropout, x."""
+    mha = MultiHeadAttention(8, 2)
+    projections = (mha.q_proj, mha.k_proj, mha.v_proj, mha.out_proj)
+    assert all(p.bias is not None for p in projections)
+    assert mha.d_head == 4 and isinstance(mha.d_head, int)
+    no_bias = MultiHeadAttention(8, 2, bias=False)
+    assert all(p.bias is None for p in (no_bias.q_proj, no_bias.k_proj, no_bias.v_proj, no_bias.out_proj))
+    with pytest.raises(ValueError, match="d_model"):
+        MultiHeadAttention(True, 1)
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="dropout"):
+            MultiHeadAttention(8, 2, dropout=bad)
+    with pytest.raises(TypeError, match="^x has dtype"):
+        mha(torch.zeros(1, 3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="^x has shape"):
+        mha(torch.randn(3, 8))  # (T, d_model) without the batch dimension
+
+
+def test_multi_head_attention_module_cross_attention_matches_torch():
+    """context supplies keys and values: ours(x, context=c) equals torch's mha(x, c, c)."""
+    torch.manual_seed(4)
+    torch_mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).double()
+    ours = MultiHeadAttention.from_torch(torch_mha)
+    x, ctx = torch.randn(2, 4, 8, dtype=D64), torch.randn(2, 6, 8, dtype=D64)
+    expected, w_expected = torch_mha(x, ctx, ctx, average_attn_weights=False)
+    got, w = ours(x, context=ctx, return_weights=True)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(w, w_expected)
+
+
+def test_multi_head_attention_module_three_dimensional_mask_is_per_batch_element():
+    """A (B, T_q, T_k) mask applies to every head of its batch element, as (B, 1, T_q, T_k)."""
+    torch.manual_seed(5)
+    mha = MultiHeadAttention(8, 2).double()
+    x = torch.randn(2, 2, 8, dtype=D64)  # T = n_heads: a wrong axis would still broadcast
+    mask = torch.tensor([[[True, False], [True, True]], [[True, True], [False, True]]])
+    torch.testing.assert_close(mha(x, mask), mha(x, mask[:, None]))
+    for b in range(2):
+        torch.testing.assert_close(mha(x, mask)[b], mha(x[b:b + 1], mask[b])[0])
+
+
+def test_multi_head_attention_module_in_eval_mode_matches_torch_with_dropout_set():
+    """eval() turns attention dropout off: the output equals torch's module in eval mode."""
+    torch.manual_seed(6)
+    torch_mha = torch.nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True).eval()
+    ours = MultiHeadAttention.from_torch(torch_mha).eval()
+    x = torch.randn(2, 5, 8)
+    expected, _ = torch_mha(x, x, x, need_weights=False)
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flash_attention_causal_for_every_offset_and_tiling():
+    """Causal flash attention equals SDPA for every query offset, key block and query block."""
+    for T_q in range(1, 6):
+        for extra in range(0, 5):
+            q, k, v = qkv(T_q=T_q, T_k=T_q + extra, d=3, seed=T_q * 10 + extra)
+            expected = scaled_dot_product_attention(q, k, v, causal=True)
+            for block in (1, 2, 3, 4):
+                for q_block in (None, 1, 2, 3):
+                    got = flash_attention(q, k, v, causal=True, block_size=block, query_block_size=q_block)
+                    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_flash_attention_default_tiles_and_query_blocks_bound_memory():
+    """Defaults are 64-key by 128-query tiles; smaller query blocks mean smaller peak memory."""
+    q, k, v = qkv(1, T_q=256, d=8, dtype=torch.float32)
+    default = peak_memory(flash_attention, q, k, v)
+    assert default == peak_memory(flash_attention, q, k, v, block_size=64, query_block_size=128)
+    assert default != peak_memory(flash_attention, q, k, v, block_size=65, query_block_size=128)
+    assert default != peak_memory(flash_attention, q, k, v, block_size=64, query_block_size=129)
+    small = peak_memory(flash_attention, q, k, v, block_size=16, query_block_size=16)
+    whole = peak_memory(flash_attention, q, k, v, block_size=16, query_block_size=None)
+    assert small < whole
+
+
+def test_peak_memory_after_a_free_and_with_python_scalars():
+    """Freeing a tensor lowers the live count by its size; ops returning Python numbers are fine."""
+
+    def free_big_then_allocate():
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(2000)  # 8000
+        del b
+        c = torch.ones(3000)  # 12000: live 16000 at most
+        return a, c
+
+    assert peak_memory(free_big_then_allocate) == 16000
+    assert peak_memory(lambda: torch.ones(10).sum().item()) == 4 * 10 + 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -453,3 +454,206 @@ def test_generate_passes_sampling_arguments_on():
     outs = {tuple(generate(model, prompt, 12, seed=s).tolist()) for s in range(6)}
     assert len(outs) > 1
     assert generate(model, [1, 2, 3], 2, temperature=0).dtype == torch.long
+
+
+# --------------------------------------------------------------------------- more gaps found by
+# mutation testing: validation, tie-breaking, the cache's options, the decode loop's window
+
+
+class SpyModel(torch.nn.Module):
+    """A stand-in GPT that records what the decode loop feeds it and always favours the token
+    after the last one it saw (so greedy decoding counts up modulo the vocabulary)."""
+
+    def __init__(self, block_size=8, vocab_size=5, bare=False, scale=1.0, **config):
+        super().__init__()
+        fields = dict(n_layer=1, n_head=1, n_embd=2, block_size=block_size, vocab_size=vocab_size)
+        self.config = SimpleNamespace(**{**fields, **config})
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.bare, self.scale = bare, scale
+        self.calls = []  # (ids fed, kv_cache given, attention_mask)
+
+    def forward(self, idx, attention_mask=None, kv_cache=None):
+        self.calls.append((idx.clone(), kv_cache is not None, attention_mask))
+        favourite = (idx + 1) % self.config.vocab_size
+        logits = self.scale * F.one_hot(favourite, self.config.vocab_size).float()
+        return logits if self.bare else (logits, None)
+
+
+def test_logits_must_have_a_last_axis_of_at_least_one():
+    """A 0-d tensor or an empty vocabulary axis is a ValueError naming logits."""
+    for bad in (torch.tensor(1.0), torch.zeros(2, 0)):
+        for fn in (lambda t: apply_temperature(t, 1.0), lambda t: top_k_filter(t, 1), entropy):
+            with pytest.raises(ValueError, match="logits"):
+                fn(bad)
+
+
+def test_numbers_must_not_be_booleans_and_errors_name_them():
+    """True is not a temperature; bad values are reported under the argument's name."""
+    with pytest.raises(TypeError, match="temperature"):
+        apply_temperature(torch.zeros(3), True)
+    with pytest.raises(TypeError, match="temperature"):
+        sample_next(torch.zeros(3), temperature=True)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_next(torch.zeros(3), temperature=-1.0)
+
+
+def test_ties_break_towards_the_lower_token_id_in_a_large_vocabulary():
+    """With many equal logits top-k, top-p keep the lowest ids (a stable sort, whatever V)."""
+    logits = torch.zeros(2, 200)
+    logits[1, ::3] = 1.0  # 67 tied maxima in row 1
+    kept = torch.isfinite(top_k_filter(logits, 10))
+    assert kept[0].nonzero().flatten().tolist() == list(range(10))
+    assert kept[1].nonzero().flatten().tolist() == list(range(0, 30, 3))
+    kept = torch.isfinite(top_p_filter(logits[:1], 0.0501))  # each token has probability 0.005
+    assert kept[0].nonzero().flatten().tolist() == list(range(11))
+
+
+def test_top_p_one_keeps_even_negligible_tokens():
+    """p = 1 keeps every token, also those whose probability vanishes next to 1 in float32."""
+    logits = torch.tensor([0.0, -30.0, -40.0])
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_kv_cache_checks_every_size_by_name():
+    """Each of the five sizes must be a positive int (not a bool); the error names it."""
+    sizes = dict(n_layer=1, batch_size=1, n_head=1, max_len=2, head_dim=1)
+    for name in sizes:
+        for bad in (0, True):
+            with pytest.raises(ValueError, match=f"KVCache {name} must"):
+                KVCache(**{**sizes, name: bad})
+
+
+def test_kv_cache_device_dtype_and_for_model():
+    """Buffers go to the requested device; for_model follows the weights and the KV heads."""
+    meta = KVCache(2, 1, 1, 4, 2, device="meta")
+    assert all(t.device.type == "meta" for t in meta.keys + meta.values)
+    model = tiny_gpt().double()
+    cache = KVCache.for_model(model, 2, max_len=5)
+    assert cache.keys[0].dtype == cache.values[1].dtype == torch.float64
+    assert cache.keys[0].shape == (2, 2, 5, 8)
+    meta_model = tiny_gpt().to("meta")
+    assert KVCache.for_model(meta_model, 1).keys[0].device.type == "meta"
+    # a GPT-2 style config without an n_kv_head field: one KV head per query head
+    spy = SpyModel(block_size=6, n_head=4, n_embd=16)
+    assert KVCache.for_model(spy, 3).keys[0].shape == (3, 4, 6, 4)
+
+
+def test_kv_cache_update_layer_index_and_truncate():
+    """update rejects a layer past the last; truncate keeps [0, length) for any length up to it."""
+    cache = KVCache(2, 1, 1, 8, 2)
+    with pytest.raises(IndexError, match="layer_index"):
+        cache.update(2, torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
+    g = torch.Generator().manual_seed(0)
+    k, v = torch.randn(1, 1, 5, 2, generator=g), torch.randn(1, 1, 5, 2, generator=g)
+    for layer in range(2):
+        cache.update(layer, k, v)
+    cache.truncate(5)  # the whole length: nothing forgotten
+    assert cache.length == 5
+    cache.truncate(2)
+    assert cache.length == 2
+    k2, v2 = torch.randn(1, 1, 1, 2, generator=g), torch.randn(1, 1, 1, 2, generator=g)
+    k_all, v_all = cache.update(0, k2, v2)
+    assert torch.equal(k_all, torch.cat([k[:, :, :2], k2], dim=2))
+    assert torch.equal(v_all, torch.cat([v[:, :, :2], v2], dim=2))
+    for bad in (3, -1, True, 1.0):  # 3 > length 2
+        with pytest.raises(ValueError, match="length"):
+            cache.truncate(bad)
+
+
+def test_attend_with_cache_keeps_its_mask_on_the_inputs_device():
+    """On the meta device (a stand-in for an accelerator) the causal mask is made there too."""
+    q, k_new, v_new = (torch.empty(1, 2, 3, 4, device="meta") for _ in range(3))
+    k_old = v_old = torch.empty(1, 2, 5, 4, device="meta")
+    out, k_all, _ = attend_with_cache(q, k_old, v_old, k_new, v_new)
+    assert out.device.type == "meta" and out.shape == (1, 2, 3, 4) and k_all.shape == (1, 2, 8, 4)
+
+
+def _without_block_size():
+    model = SpyModel()
+    del model.config.block_size
+    return model
+
+
+def test_generate_needs_every_config_field_and_accepts_bare_logits():
+    """A config without block_size is not GPT-like; a model returning bare logits is fine."""
+    with pytest.raises(TypeError, match="GPT-like"):
+        generate(_without_block_size(), [1], 1)
+    tupled = generate(SpyModel(), [1, 2], 6, temperature=0)
+    bare = generate(SpyModel(bare=True), [1, 2], 6, temperature=0)
+    assert tupled.tolist() == bare.tolist() == [1, 2, 3, 4, 0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_context_window_restarts_with_the_newest_half(use_cache):
+    """Past block_size tokens the window restarts with the newest block_size // 2 (at least 1)."""
+    model = SpyModel(block_size=8)
+    out = generate(model, [1, 2, 3], 12, temperature=0, use_cache=use_cache)
+    windows = [3, 4, 5, 6, 7, 8, 4, 5, 6, 7, 8, 4]  # tokens in the window at each tick
+    starts = [0] * 6 + [5] * 5 + [10]
+    fed = [len(ids[0]) for ids, _, _ in model.calls]
+    if use_cache:  # prefill the window, then one token per tick
+        assert fed == [3, 1, 1, 1, 1, 1, 4, 1, 1, 1, 1, 4]
+    else:
+        assert fed == windows
+    for (ids, cached, _), start, width in zip(model.calls, starts, windows):
+        assert cached == use_cache
+        assert torch.equal(ids[0], out[start:start + width][-len(ids[0]):])
+    tiny = SpyModel(block_size=2)
+    generate(tiny, [1], 4, temperature=0, use_cache=False)
+    assert [len(ids[0]) for ids, _, _ in tiny.calls] == [1, 2, 1, 2]  # max(1, 2 // 2) = 1
+
+
+def test_generate_validates_sampling_arguments_even_without_new_tokens():
+    """top_k, top_p and temperature are checked up front, under their own names."""
+    model = SpyModel()
+    for kwargs, name in ((dict(top_k=0), "top_k"), (dict(top_k=True), "top_k"),
+                         (dict(top_p=1.5), "top_p"), (dict(temperature=-1.0), "temperature")):
+        for n in (0, 2):
+            with pytest.raises(ValueError, match=name):
+                generate(model, [1], n, **kwargs)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, [1], True)
+    with pytest.raises(ValueError, match="attention_mask"):
+        generate(model, [[1, 2]], 1, attention_mask=torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_generate_defaults_cache_temperature_progress_and_dtype(capsys):
+    """Defaults: the KV cache, temperature 1, no progress bar; ids come back as int64."""
+    spy = SpyModel()
+    generate(spy, [1], 3)
+    assert [cached for _, cached, _ in spy.calls] == [True] * 3
+    spy = SpyModel()
+    generate(spy, [1], 3, use_cache=True)
+    assert [cached for _, cached, _ in spy.calls] == [True] * 3
+    peaked = SpyModel(scale=2.0)  # the favourite token has probability 0.65 at temperature 1
+    for seed in range(3):
+        default = generate(peaked, [1], 30, seed=seed)
+        assert torch.equal(default, generate(peaked, [1], 30, seed=seed, temperature=1.0))
+        assert not torch.equal(default, generate(peaked, [1], 30, seed=seed, temperature=2.0))
+    model = tiny_gpt()
+    capsys.readouterr()
+    generate(model, [1, 2], 3)
+    assert capsys.readouterr().err == ""
+    generate(model, [1, 2], 3, progress=True)
+    assert "decode" in capsys.readouterr().err
+    out = generate(model, torch.tensor([[1, 2]], dtype=torch.int32), 2, temperature=0)
+    assert out.dtype == torch.long
+
+
+def test_left_pad_rejects_an_empty_prompt_and_returns_a_bool_mask():
+    """Every prompt needs a token; the mask is boolean."""
+    with pytest.raises(ValueError, match="non-empty"):
+        left_pad([[1, 2], []])
+    _, mask = left_pad([[1, 2], [3]])
+    assert mask.dtype == torch.bool
+
+
+def test_generate_batch_pads_with_pad_id_under_a_false_mask():
+    """The model sees pad_id (default 0) in the padding columns, masked out."""
+    for kwargs, pad in ((dict(), 0), (dict(pad_id=7), 7)):
+        spy = SpyModel(vocab_size=9)
+        rows = generate_batch(spy, [[1, 2], [3]], 2, temperature=0, **kwargs)
+        assert rows == [[1, 2, 3, 4], [3, 4, 5]]
+        ids, _, mask = spy.calls[0]
+        assert ids.tolist() == [[1, 2], [pad, 3]]
+        assert mask.tolist() == [[True, True], [False, True]]
