@@ -172,6 +172,90 @@ def test_rotate_preserves_norms_and_cos_sin_shapes():
         torch.testing.assert_close(rotate(x, cos, sin, style).norm(dim=-1), x.norm(dim=-1))
 
 
+@pytest.mark.parametrize("head_dim", [0, -2, 4.0, True, 3])
+def test_rope_rejects_a_head_dim_that_is_not_a_positive_even_int(head_dim):
+    """head_dim must be an int (not a bool or a float) that is >= 2 and even."""
+    with pytest.raises(ValueError, match="head_dim"):
+        rope_frequencies(head_dim)
+
+
+@pytest.mark.parametrize("theta", [0.5, 1.0, -10.0])
+def test_rope_rejects_theta_not_above_one(theta):
+    """theta must be > 1 (theta = 1 would turn every pair at the same speed)."""
+    with pytest.raises(ValueError, match="theta"):
+        rope_frequencies(8, theta)
+
+
+@pytest.mark.parametrize("theta", [1.5, 2.0, 1e6])
+def test_rope_accepts_any_theta_above_one(theta):
+    """Any theta > 1 gives theta^(-2i/D), including ones between 1 and 2."""
+    expected = torch.tensor([theta ** (-2 * i / 8) for i in range(4)], dtype=torch.float64)
+    torch.testing.assert_close(rope_frequencies(8, theta).double(), expected, rtol=1e-6, atol=0)
+
+
+def test_rope_default_theta_is_ten_thousand():
+    """rope_frequencies, rope_cos_sin and apply_rope default to theta = 10000 (Llama)."""
+    assert torch.equal(rope_frequencies(8), rope_frequencies(8, 10000.0))
+    pos = torch.arange(0, 4000, 97)
+    for got, want in zip(rope_cos_sin(pos, 8), rope_cos_sin(pos, 8, 10000.0)):
+        assert torch.equal(got, want)
+    x = torch.randn(1, 2, 4, 8)
+    assert torch.equal(apply_rope(x, offset=3000), apply_rope(x, offset=3000, theta=10000.0))
+    # and the value itself, in float64: pair i at position 3000 turns by 3000 * 10000^(-2i/8)
+    cos, _ = rope_cos_sin(torch.tensor([3000]), 8)
+    angles = torch.tensor([3000 * 10000.0 ** (-2 * i / 8) for i in range(4)], dtype=torch.float64)
+    torch.testing.assert_close(cos[0].double(), angles.cos(), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("style", ["half", "interleaved"])
+def test_rope_keeps_the_dtype_of_x(dtype, style):
+    """rotate and apply_rope return x's dtype; the values are the float32 rotation rounded."""
+    x = torch.randn(2, 3, 5, 8).to(dtype)
+    y = apply_rope(x, offset=2, style=style)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), apply_rope(x.float(), offset=2, style=style),
+                               rtol=1e-2, atol=1e-2)
+    cos, sin = rope_cos_sin(torch.arange(5), 8)
+    assert rotate(x, cos, sin, style).dtype == dtype
+
+
+@pytest.mark.parametrize("offset", [True, 1.5, "2"])
+def test_apply_rope_rejects_an_offset_that_is_not_an_int(offset):
+    """offset must be an int (not a bool, float or str) or a position tensor."""
+    with pytest.raises(ValueError, match="offset"):
+        apply_rope(torch.zeros(2, 1, 3, 4), offset=offset)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (2, 4), (2, 1), (3, 3), (2, 3, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_apply_rope_rejects_a_position_tensor_of_the_wrong_shape(shape):
+    """A tensor offset must be (B,) or exactly (B, T); (1, T) is not broadcast over rows."""
+    with pytest.raises(ValueError, match="offset"):
+        apply_rope(torch.zeros(2, 1, 3, 4), offset=torch.zeros(shape, dtype=torch.long))
+
+
+def test_apply_rope_rejects_x_that_is_not_4d_and_says_what_it_got():
+    """x must be a (B, H, T, D) tensor; the error names the shape or the type received."""
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
+        apply_rope(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"\(1, 2, 3, 4, 4\)"):
+        apply_rope(torch.zeros(1, 2, 3, 4, 4))
+    with pytest.raises(ValueError, match="list"):
+        apply_rope([[[[0.0, 1.0]]]])
+
+
+def test_rope_stays_on_the_device_of_x_and_of_the_positions():
+    """Everything is built on x's device (positions given on the CPU are moved there):
+    checked on the meta device, where mixing devices is an error as on a GPU."""
+    x = torch.empty(2, 3, 5, 8, device="meta")
+    for offset in (4, torch.tensor([0, 3]), torch.arange(10).view(2, 5)):
+        y = apply_rope(x, offset=offset)
+        assert y.device.type == "meta" and y.shape == x.shape
+    cos, sin = rope_cos_sin(torch.arange(5, device="meta"), 8)
+    assert cos.device.type == sin.device.type == "meta" and cos.shape == (5, 4)
+
+
 # --------------------------------------------------------------------------- SwiGLU
 
 
@@ -310,14 +394,91 @@ def test_load_balancing_loss_by_hand_and_against_hugging_face():
     assert uniform.grad is not None
 
 
-def dense_moe_reference(moe: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
+@pytest.mark.parametrize("k", [True, 1.0, 0, -1, "2"])
+def test_moe_route_rejects_a_k_that_is_not_an_int_in_range(k):
+    """k must be an int (not a bool, float or str) in [1, E]."""
+    with pytest.raises(ValueError, match="k must"):
+        moe_route(torch.zeros(3, 4), k)
+
+
+def test_moe_route_rejects_logits_that_are_not_2d_and_says_what_it_got():
+    """router_logits must be an (N, E) tensor; the error names the shape or type received."""
+    with pytest.raises(ValueError, match=r"router_logits.*\(2, 3, 4\)"):
+        moe_route(torch.zeros(2, 3, 4), 1)
+    with pytest.raises(ValueError, match=r"router_logits.*list"):
+        moe_route([[0.0, 1.0]], 1)
+    with pytest.raises(ValueError, match=r"router_logits.*\(5,\)"):
+        load_balancing_loss(torch.zeros(5), torch.zeros(5, 1, dtype=torch.long), 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_moe_route_weights_have_the_dtype_of_the_logits(dtype, renormalize):
+    """The weights come back in the logits' dtype (computed in float32 inside)."""
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)).to(dtype)
+    weights, indices = moe_route(logits, 2, renormalize=renormalize)
+    assert weights.dtype == dtype and indices.dtype == torch.long
+    reference, ref_idx = moe_route(logits.float(), 2, renormalize=renormalize)
+    assert torch.equal(indices, ref_idx)
+    torch.testing.assert_close(weights.float(), reference, rtol=1e-2, atol=1e-3)
+
+
+def test_load_balancing_loss_rejects_mismatched_inputs():
+    """n_expert must equal the logits' columns; indices must be (N, k) for the same N."""
+    logits = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="n_expert"):
+        load_balancing_loss(logits, torch.zeros(4, 1, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="indices"):
+        load_balancing_loss(logits, torch.zeros(5, 1, dtype=torch.long), 3)  # N + 1 rows
+    with pytest.raises(ValueError, match="indices"):
+        load_balancing_loss(logits, torch.zeros(4, dtype=torch.long), 3)  # (N,), not (N, k)
+
+
+def test_load_balancing_loss_stays_on_the_device_of_its_inputs():
+    """The counts are built on the indices' device: checked on the meta device, where
+    mixing devices is an error as on a GPU."""
+    logits = torch.empty(4, 3, device="meta")
+    idx = torch.empty(4, 2, dtype=torch.long, device="meta")
+    loss = load_balancing_loss(logits, idx, 3)
+    assert loss.device.type == "meta" and loss.dim() == 0
+
+
+def test_moe_feed_forward_defaults_no_bias_and_no_aux_loss_before_a_call():
+    """By default no linear map has a bias; bias=True adds them to the experts only (the
+    router never has one); aux_loss is None until the first forward pass."""
+    moe = MoEFeedForward(6, 10, 3, 2)
+    assert moe.aux_loss is None
+    assert moe.gate.bias is None
+    assert all(lin.bias is None for e in moe.experts for lin in (e.w1, e.w2, e.w3))
+    assert sum(p.numel() for p in moe.parameters()) == 6 * 3 + 3 * 3 * 6 * 10
+    biased = MoEFeedForward(6, 10, 3, 2, bias=True)
+    assert biased.gate.bias is None
+    assert all(lin.bias is not None for e in biased.experts for lin in (e.w1, e.w2, e.w3))
+    biased(torch.randn(4, 6))
+    assert biased.aux_loss is not None and biased.aux_loss.dim() == 0
+
+
+@pytest.mark.parametrize("E, k", [(4, 2), (3, 3)])
+def test_moe_feed_forward_passes_renormalize_on_to_the_router(E, k):
+    """renormalize=False weights each chosen expert by its full-softmax probability."""
+    torch.manual_seed(E * k)
+    moe = MoEFeedForward(12, 20, E, k, renormalize=False)
+    x = torch.randn(3, 5, 12)
+    torch.testing.assert_close(moe(x), dense_moe_reference(moe, x, renormalize=False),
+                               rtol=1e-5, atol=1e-6)
+    if k < E:  # the weights sum to less than 1, so the output differs from Mixtral's
+        assert not torch.allclose(moe(x), dense_moe_reference(moe, x), atol=1e-4)
+
+
+def dense_moe_reference(moe: MoEFeedForward, x: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
     """Every expert on every token, the chosen ones weighted: slow but obviously right."""
     flat = x.reshape(-1, x.shape[-1])
     probs = torch.softmax(moe.gate(flat), dim=-1)
     out = torch.zeros_like(flat)
     for n in range(flat.shape[0]):
         top = probs[n].topk(moe.top_k)
-        for w, e in zip(top.values / top.values.sum(), top.indices.tolist()):
+        weights = top.values / top.values.sum() if renormalize else top.values
+        for w, e in zip(weights, top.indices.tolist()):
             out[n] += w * moe.experts[e](flat[n])
     return out.view(x.shape)
 
