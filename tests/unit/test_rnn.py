@@ -461,3 +461,237 @@ def test_empty_sequences_give_empty_outputs_and_the_initial_state():
     rnn_params = (torch.randn(H, I), torch.randn(H, H), torch.randn(H), torch.randn(H))
     out, h = rnn.rnn_forward(xs, h0, rnn_params)
     assert out.shape == (B, 0, H) and torch.equal(h, h0)
+
+
+# --------------------------------------------------------------------------- found by mutation testing
+
+
+def test_one_bias_of_two_is_used_alone():
+    """params with only bias_ih or only bias_hh: the missing one counts as zero."""
+    g = torch.Generator().manual_seed(20)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=torch.double)  # noqa: E731
+    xs, h0, c0 = make(2, 3, 4), make(2, 5), make(2, 5)
+    w_ih, w_hh, b = make(20, 4), make(20, 5), make(20)
+    zero = torch.zeros(20, dtype=torch.double)
+    for fn in (rnn.lstm_forward, rnn.lstm_layer):
+        full = fn(xs, h0, c0, (w_ih, w_hh, b, zero))
+        for params in ((w_ih, w_hh, b, None), (w_ih, w_hh, None, b)):
+            torch.testing.assert_close(fn(xs, h0, c0, params), full, **F64)
+        torch.testing.assert_close(fn(xs, h0, c0, (w_ih, w_hh, None, None)),
+                                   fn(xs, h0, c0, (w_ih, w_hh, zero, zero)), **F64)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_relu_rnn_forward_matches_torch(layers):
+    """rnn_forward(nonlinearity="relu") is torch.nn.RNN(nonlinearity="relu"), layer by layer."""
+    torch.manual_seed(21)
+    ref = torch.nn.RNN(3, 4, layers, nonlinearity="relu", batch_first=True).double()
+    x = torch.randn(2, 6, 3, dtype=torch.double)
+    h0 = torch.randn(layers, 2, 4, dtype=torch.double)
+    expected, h_n = ref(x, h0)
+    out, finals = x, []
+    for layer in range(layers):
+        params = [getattr(ref, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        out, h = rnn.rnn_forward(out, h0[layer], params, nonlinearity="relu")
+        finals.append(h)
+    torch.testing.assert_close(out, expected, **F64)
+    torch.testing.assert_close(torch.stack(finals), h_n, **F64)
+    assert (out >= 0).all()
+    with pytest.raises(ValueError, match="nonlinearity"):
+        rnn.rnn_forward(x, h0[0], params, nonlinearity="sigmoid")
+
+
+def test_lstm_cell_gates_default_to_the_zero_state():
+    """LSTMCell.gates(x) without a state uses h = 0, like forward."""
+    torch.manual_seed(22)
+    cell = rnn.LSTMCell(3, 4).double()
+    x = torch.randn(2, 3, dtype=torch.double)
+    zeros = torch.zeros(2, 4, dtype=torch.double)
+    for a, b in zip(cell.gates(x), cell.gates(x, (zeros, zeros)), strict=True):
+        torch.testing.assert_close(a, b, **F64)
+
+
+def test_module_defaults_match_torch():
+    """LSTM/RNN default to one layer with biases, batch first; parameter names as torch's."""
+    for ours, ref in ((rnn.LSTM(3, 4), torch.nn.LSTM(3, 4)), (rnn.RNN(3, 4), torch.nn.RNN(3, 4))):
+        assert ours.num_layers == 1 and ours.bias and ours.batch_first
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+
+
+def test_sizes_must_be_positive_ints():
+    """Every size argument is checked, bools and floats rejected, with its name in the error."""
+    cases = [
+        ("input_size", lambda: rnn.LSTMCell(0, 3)),
+        ("hidden_size", lambda: rnn.RNNCell(3, 0)),
+        ("input_size", lambda: rnn.LSTM(0, 3)),
+        ("hidden_size", lambda: rnn.LSTM(3, True)),
+        ("hidden_size", lambda: rnn.RNN(3, 2.0)),
+        ("num_layers", lambda: rnn.LSTM(3, 4, num_layers=0)),
+        ("vocab_size", lambda: rnn.LSTMLanguageModel(rnn.LSTMLMConfig(vocab_size=0))),
+        ("hidden_size", lambda: rnn.LSTMLanguageModel(rnn.LSTMLMConfig(5, hidden_size=0))),
+        ("num_layers", lambda: rnn.LSTMLanguageModel(rnn.LSTMLMConfig(5, num_layers=0))),
+        ("block_size", lambda: rnn.LSTMLanguageModel(rnn.LSTMLMConfig(5, block_size=0))),
+    ]
+    for name, make in cases:
+        with pytest.raises(ValueError, match=name):
+            make()
+
+
+def test_more_bad_inputs_name_the_argument_and_the_expected_shape():
+    """Each check names the offending argument and says what shape it should have."""
+    x, h, c = torch.randn(2, 4), torch.zeros(2, 3), torch.zeros(2, 3)
+    w_ih, w_hh = torch.randn(12, 4), torch.randn(12, 3)
+    with pytest.raises(ValueError, match=r"weight_ih has shape \(12,\)"):
+        rnn.lstm_cell(x, h, c, torch.randn(12), w_hh)
+    with pytest.raises(ValueError, match=r"weight_ih has shape list"):
+        rnn.lstm_cell(x, h, c, [[1.0]], w_hh)
+    with pytest.raises(ValueError, match=r"weight_hh has shape \(12, 4\), expected \(12, 3\)"):
+        rnn.lstm_cell(x, h, c, w_ih, torch.randn(12, 4))
+    with pytest.raises(ValueError, match=r"^x has shape \(2, 5\), expected \(B, 4\)"):
+        rnn.lstm_cell(torch.randn(2, 5), h, c, w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"^c has shape \(3, 3\), expected \(B, H\) = \(2, 3\)"):
+        rnn.lstm_cell(x, h, torch.zeros(3, 3), w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"^c0 has shape \(2, 4\), expected \(B, H\) = \(2, 3\)"):
+        rnn.lstm_forward(torch.randn(2, 5, 4), h, torch.zeros(2, 4), (w_ih, w_hh))
+    with pytest.raises(ValueError, match=r"^x has shape \(8, 4\), expected \(B, T, I\)"):
+        rnn.gradient_norms_through_time(rnn.RNN(4, 3), torch.randn(8, 4))
+    with pytest.raises(ValueError, match=r"^h0 has shape \(2, 2, 3\)"):
+        rnn.RNN(4, 3)(torch.randn(2, 5, 4), torch.zeros(2, 2, 3))
+    with pytest.raises(TypeError, match="state"):
+        rnn.LSTMCell(4, 3)(x, (h, c, c))
+    with pytest.raises(ValueError, match=r"^ids has shape \(1, 2, 3\)"):
+        rnn.LSTMLanguageModel(rnn.LSTMLMConfig(5, hidden_size=4)).step(torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"^ids has shape list"):
+        rnn.LSTMLanguageModel(rnn.LSTMLMConfig(5, hidden_size=4)).step([[1, 2]])
+    for bad in (True, "1.0"):
+        with pytest.raises(ValueError, match="max_norm"):
+            rnn.clip_grad_norm([torch.ones(2)], bad)
+
+
+def test_layout_errors_name_the_layout_of_the_module():
+    """Errors for x give (B, T, I) for a batch-first module and (T, B, I) otherwise."""
+    for batch_first, layout in ((True, r"\(B, T, I\)"), (False, r"\(T, B, I\)")):
+        lstm = rnn.LSTM(4, 3, batch_first=batch_first)
+        with pytest.raises(ValueError, match=layout):
+            lstm(torch.randn(5, 4))
+        with pytest.raises(TypeError, match=layout):
+            lstm("x")
+
+
+def test_time_first_hint_only_when_it_applies():
+    """The 'x looks time-first' hint appears exactly when h0's batch size matches x's dim 1."""
+    lstm = rnn.LSTM(4, 3, 2)  # B = 3 = H below, so h0's last dim equals the batch size
+    zeros = torch.zeros(2, 3, 3)
+    with pytest.raises(ValueError, match="batch_first=False"):
+        lstm(torch.randn(3, 5, 4), (torch.zeros(2, 5, 3), zeros))
+    for h0 in (torch.zeros(2, 4, 3), torch.zeros(5, 5), torch.zeros(2, 3, 4)):
+        with pytest.raises(ValueError, match=r"h0 has shape") as info:
+            lstm(torch.randn(3, 5, 4), (h0, zeros))
+        assert str(info.value).endswith("= (2, 3, 3)")
+
+
+def test_recall_task_gap_boundaries_and_generator():
+    """gap = 0 is allowed (T = 2), bools and floats are not; the generator drives the bits."""
+    x, y = rnn.recall_task(4, 0)
+    assert x.shape == (4, 2, 3) and y.shape == (4,)
+    for bad in (True, 1.5):
+        with pytest.raises(ValueError, match="gap"):
+            rnn.recall_task(2, bad)
+    a = rnn.recall_task(64, 3, torch.Generator().manual_seed(1))
+    torch.manual_seed(123)
+    b = rnn.recall_task(64, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert 0 < a[1].sum() < 64  # both answers occur
+    assert (a[0][:, :-1, 0] == -1).any() and (a[0][:, :-1, 0] == 1).any()
+
+
+def test_recall_net_layout_and_forget_bias():
+    """RecallNet: the chosen layer on 3 channels, a 2-way head on the last output, and
+    forget_bias added to the forget gate's block of bias_hh only."""
+    torch.manual_seed(23)
+    ref = rnn.LSTM(3, 32)
+    torch.manual_seed(23)
+    net = rnn.RecallNet()  # defaults: an LSTM of 32 units, forget_bias 2.0
+    assert net.kind == "lstm" and isinstance(net.recurrent, rnn.LSTM)
+    expected = ref.bias_hh_l0.detach().clone()
+    expected[32:64] += 2.0
+    torch.testing.assert_close(net.recurrent.bias_hh_l0.detach(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(net.recurrent.bias_ih_l0, ref.bias_ih_l0, rtol=0, atol=0)
+    plain = rnn.RecallNet("rnn", hidden_size=6)
+    assert plain.kind == "rnn" and type(plain.recurrent) is rnn.RNN
+    assert (plain.recurrent.input_size, plain.recurrent.hidden_size) == (3, 6)
+    x, _ = rnn.recall_task(5, 4)
+    for model in (net, plain):
+        logits = model(x)
+        assert logits.shape == (5, 2)
+        torch.testing.assert_close(logits, model.head(model.recurrent(x)[0][:, -1]))
+
+
+def test_train_recall_is_adam_with_clipping_on_seeded_batches():
+    """train_recall's defaults: Adam lr 1e-2, global clipping at 1.0, batches of 64 from
+    Generator(seed 0); accuracy is measured before each update."""
+    torch.manual_seed(24)
+    model = rnn.RecallNet("lstm", hidden_size=4)
+    with torch.no_grad():
+        model.head.weight.mul_(10)  # gradient norms around 1: some steps clipped, some not
+    ref = rnn.RecallNet("lstm", hidden_size=4)
+    ref.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    expected, norms = [], []
+    for _ in range(4):
+        x, y = rnn.recall_task(64, 2, g)
+        logits = ref(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)))
+        opt.step()
+        expected.append(float((logits.argmax(-1) == y).float().mean()))
+    assert any(1.0 < n < 2.0 for n in norms) and any(n < 1.0 for n in norms)
+    acc = rnn.train_recall(model, 2, steps=4, progress=False)
+    assert acc == pytest.approx(expected, abs=1e-6)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_train_recall_default_length_and_progress_bar(capsys):
+    """300 steps by default; a bar named after the model and gap unless progress=False,
+    removed when training ends."""
+    torch.manual_seed(25)
+    model = rnn.RecallNet("rnn", hidden_size=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        acc = rnn.train_recall(model, 0, batch_size=4)
+        err = capsys.readouterr().err
+        assert len(acc) == 300 and "rnn, gap 0" in err and not err.endswith("\n")
+        rnn.train_recall(model, 0, steps=2, batch_size=4, progress=False)
+        assert capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_trace_gates_input_forms_and_layer_bound():
+    """A (T, I) input is one sequence; a time-first LSTM traces the same as a batch-first
+    copy (x is batch first either way); layer must be below num_layers."""
+    torch.manual_seed(26)
+    lstm = rnn.LSTM(3, 4, num_layers=2)
+    x = torch.randn(1, 6, 3)
+    trace = rnn.trace_gates(lstm, x, layer=1)
+    for k, v in rnn.trace_gates(lstm, x[0], layer=1).items():
+        torch.testing.assert_close(v, trace[k], rtol=0, atol=0)
+    time_first = rnn.LSTM(3, 4, num_layers=2, batch_first=False)
+    time_first.load_state_dict(lstm.state_dict())
+    for k, v in rnn.trace_gates(time_first, x, layer=1).items():
+        torch.testing.assert_close(v, trace[k], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="layer"):
+        rnn.trace_gates(lstm, x, layer=2)
+
+
+def test_language_model_keeps_its_config_and_layers():
+    """LSTMLanguageModel stores its config and builds config.num_layers LSTM layers."""
+    config = rnn.LSTMLMConfig(vocab_size=7, hidden_size=4, num_layers=2)
+    model = rnn.LSTMLanguageModel(config)
+    assert model.config is config and model.lstm.num_layers == 2
+    assert hasattr(model.lstm, "weight_ih_l1")

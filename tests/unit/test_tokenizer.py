@@ -212,3 +212,113 @@ def test_bpe_learns_the_same_merges_as_hf_tokenizers():
     assert len(set(hf_tokens) & set(our_tokens)) >= 0.98 * 300
     assert our_tokens[:20] == hf_tokens[:20]
     assert abs(len(ours.encode(text)) - len(hf.encode(text).ids)) <= 0.002 * len(text)
+
+
+# --------------------------------------------------------------------------- found by mutation testing
+# (tests that build their own tokenizer: mutmut credits a module-scoped fixture's
+# construction to the first test that uses it, so the fixture cannot cover __init__/train)
+
+
+def test_char_tokenizer_rejects_bad_characters_and_ids():
+    """chars must be single characters; ids must be an iterable of ints (not bools or floats)."""
+    with pytest.raises(ValueError, match="chars"):
+        CharTokenizer(["ab", "c"])
+    with pytest.raises(ValueError, match="chars"):
+        CharTokenizer([])
+    tok = CharTokenizer.from_text("abc")
+    for bad in ([True], [1.5], 5, None):
+        with pytest.raises(TypeError, match="ids"):
+            tok.decode(bad)
+    bpe = BPETokenizer()
+    for bad in ([True], [1.0], 7):
+        with pytest.raises(TypeError, match="ids"):
+            bpe.decode(bad)
+
+
+def test_saved_files_are_readable_utf8(tmp_path):
+    """save writes UTF-8 JSON with the characters themselves, not \\u escapes."""
+    CharTokenizer.from_text("café 机").save(tmp_path / "c.json")
+    BPETokenizer([(233, 105)], special_tokens=["<|é|>"]).save(tmp_path / "b.json")
+    for name, text in (("c.json", "机"), ("b.json", "<|é|>")):
+        raw = (tmp_path / name).read_bytes()
+        assert text.encode("utf-8") in raw and b"\\u" not in raw
+
+
+def test_load_tokenizer_dispatches_on_the_saved_type(tmp_path):
+    """load_tokenizer returns a CharTokenizer for a saved char tokenizer, and rejects other files."""
+    CharTokenizer.from_text("hello 机").save(tmp_path / "c.json")
+    tok = load_tokenizer(tmp_path / "c.json")
+    assert isinstance(tok, CharTokenizer) and tok.itos == sorted(set("hello 机"))
+    (tmp_path / "x.json").write_text('{"type": "gpt"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="'gpt'"):
+        load_tokenizer(tmp_path / "x.json")
+    with pytest.raises(ValueError, match="'char'"):
+        BPETokenizer.load(tmp_path / "c.json")
+
+
+def test_training_progress_bar_only_when_asked(capsys):
+    """train_merges and BPETokenizer.train show a 'BPE merges' bar with progress=True only."""
+    counts = {(1, 2, 1, 2): 3, (2, 1): 1}
+    train_merges(counts, 2)
+    BPETokenizer.train("abab abab", 258)
+    assert capsys.readouterr().err == ""
+    train_merges(counts, 2, progress=True)
+    assert "BPE merges" in capsys.readouterr().err
+    BPETokenizer.train("abab abab", 258, progress=True)
+    assert "BPE merges" in capsys.readouterr().err
+
+
+def test_special_tokens_must_be_distinct_and_non_empty():
+    """A repeated or an empty special token is an error, each on its own."""
+    with pytest.raises(ValueError, match="special_tokens"):
+        BPETokenizer(special_tokens=["<s>", "<s>"])
+    with pytest.raises(ValueError, match="special_tokens"):
+        BPETokenizer(special_tokens=["<s>", ""])
+
+
+def test_special_tokens_take_ids_after_the_merges_longest_match_first():
+    """Special tokens get consecutive ids after the merges, in the given order; a special
+    token that is a prefix of another cannot steal the longer one's match."""
+    tok = BPETokenizer([(97, 98), (256, 99)], special_tokens=["<a>", "<a>b", "<e>"])
+    assert tok.special_tokens == {"<a>": 258, "<a>b": 259, "<e>": 260} and tok.vocab_size == 261
+    assert tok.encode("<a>b<a>abc<e>") == [259, 258, 257, 260]
+    assert tok.encode("abc<a>", allow_special=False) == [257, *b"<a>"]
+    assert tok.token_bytes(260) == b"<e>" and tok.decode([259, 260]) == "<a>b<e>"
+
+
+def test_encode_without_specials_chunks_the_whole_text():
+    """allow_special=False encodes the text exactly as a tokenizer without special tokens
+    would: the special token's characters may merge with their neighbours."""
+    merges = [(ord("!"), ord("<"))]
+    with_special = BPETokenizer(merges, special_tokens=["<s>"])
+    plain = BPETokenizer(merges)
+    text = "hi!<s>!"
+    assert with_special.encode(text, allow_special=False) == plain.encode(text) == [*b"hi", 256, *b"s>!"]
+    assert with_special.encode(text) == [*b"hi!", 257, ord("!")]
+
+
+def test_train_at_the_minimum_vocab_size_learns_no_merges():
+    """vocab_size = 256 + number of special tokens is allowed: no merges, only bytes and specials."""
+    tok = BPETokenizer.train("aaaa", 257, special_tokens=["<s>"])
+    assert tok.merges == {} and tok.vocab_size == 257 and tok.special_tokens == {"<s>": 256}
+    assert len(BPETokenizer.train("aaaa", 256).merges) == 0
+
+
+def test_train_uses_and_keeps_a_custom_pattern(tmp_path):
+    """A custom chunking pattern is used while training and kept by the tokenizer and by save/load."""
+    one_char = r"[\s\S]"  # every character its own chunk: nothing can be merged
+    tok = BPETokenizer.train("aaaa bbbb aaaa", 300, pattern=one_char)
+    assert tok.merges == {} and tok.pattern == one_char
+    words = r"\S+|\s+"  # spaces never merge into words
+    tok = BPETokenizer.train("ab ab ab", 300, pattern=words)
+    assert set(tok.merges) == {(97, 98)} and tok.encode("ab ab") == [256, 32, 256]
+    tok.save(tmp_path / "p.json")
+    again = load_tokenizer(tmp_path / "p.json")
+    assert again.pattern == words and again.encode("ab ab") == [256, 32, 256]
+
+
+def test_train_learns_from_the_text_on_both_sides_of_a_special_token():
+    """Special tokens cut the training text; the text after them still counts."""
+    tok = BPETokenizer.train("xy<s>zw zw zw", 258, special_tokens=["<s>"])
+    assert list(tok.merges) == [(ord("z"), ord("w"))]
+    assert tok.encode("xy<s>zw") == [*b"xy", 257, 256]
