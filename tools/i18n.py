@@ -2,7 +2,8 @@
 
 The English pages are the source. Sphinx's gettext builder extracts every paragraph,
 heading, list item and table cell of every page (Markdown cells of the notebooks
-included) into one template per page; ``sphinx-intl`` keeps one catalogue per page under
+included; the figures' alt texts are added from the cells' metadata) into one template
+per page; ``sphinx-intl`` keeps one catalogue per page under
 ``locales/zh_CN/LC_MESSAGES/``; the Chinese build (``language: zh_CN``) reads the English
 sources and replaces each message by its translation. Code cells and stored outputs are
 not messages: they stay exactly as in the English edition.
@@ -97,6 +98,41 @@ def sphinx_build(builder: str, outdir: Path, doctrees: Path, overrides: dict,
     return int(result or 0)
 
 
+def figure_alt_texts(notebook: Path) -> list[str]:
+    """The alt texts a notebook gives its figures (cell metadata ``mystnb.image.alt``)."""
+    import json
+    texts = []
+    for cell in json.loads(notebook.read_text(encoding="utf-8")).get("cells", []):
+        image = (cell.get("metadata", {}).get("mystnb") or {}).get("image") or {}
+        if isinstance(image, dict) and image.get("alt") and image["alt"] not in texts:
+            texts.append(image["alt"])
+    return texts
+
+
+def add_figure_alt_texts(templates: Path) -> None:
+    """Append each notebook's figure alt texts to its page's template: the gettext builder
+    never sees them (myst-nb makes the images after translation; book/_ext/lmlab_i18n.py
+    translates them in the Chinese build)."""
+    from babel.messages.pofile import read_po, write_po
+    for pot in templates.rglob("*.pot"):
+        notebook = ROOT / pot.relative_to(templates).with_suffix(".ipynb")
+        if not notebook.exists():
+            continue
+        with open(pot, "rb") as f:
+            template = read_po(f)
+        for text in figure_alt_texts(notebook):
+            if text not in template:
+                template.add(text, auto_comments=["alt text of a figure"])
+        with open(pot, "wb") as f:
+            write_po(f, template, width=0)
+
+
+def gettext_templates(templates: Path, doctrees: Path) -> None:
+    """One template per page from the English sources, figure alt texts included."""
+    sphinx_build("gettext", templates, doctrees, {}, strict=False)
+    add_figure_alt_texts(templates)
+
+
 def jieba_dictionary() -> Path:
     """A jieba user dictionary of every Chinese term in the glossary, so that the search
     index holds "键值缓存" as one word and not only "键值" and "缓存"."""
@@ -137,7 +173,7 @@ def extract(pages: list[str] | None = None) -> None:
         from babel.messages.pofile import read_po
         scratch = Path(tempfile.mkdtemp(prefix="lmlab-gettext-"))
         templates = scratch / "gettext"
-        sphinx_build("gettext", templates, scratch / "doctrees", {}, strict=False)
+        gettext_templates(templates, scratch / "doctrees")
         paths = [catalogue(page) for page in pages]
         for path in paths:
             name = path.relative_to(CATALOGUES).with_suffix(".pot")
@@ -151,7 +187,7 @@ def extract(pages: list[str] | None = None) -> None:
         print(f"updated {len(pages)} catalogue(s); "
               f"{fill_untranslatable(paths)} messages with nothing to translate copied")
         return
-    sphinx_build("gettext", TEMPLATES, BUILD / ".doctrees-gettext", {}, strict=False)
+    gettext_templates(TEMPLATES, BUILD / ".doctrees-gettext")
     subprocess.run([sys.executable, "-m", "sphinx_intl", "update", "-p", str(TEMPLATES),
                     "-d", str(ROOT / "locales"), "-l", LANGUAGE, "-w", "0",
                     "--no-obsolete"], check=True, cwd=ROOT)
@@ -276,7 +312,7 @@ def out_of_date(templates: Path = TEMPLATES) -> dict[str, int]:
     templates (a page with no catalogue counts all its messages): an English change not
     yet brought into the catalogues with ``extract``."""
     from babel.messages.pofile import read_po
-    sphinx_build("gettext", templates, BUILD / ".doctrees-gettext", {}, strict=False)
+    gettext_templates(templates, BUILD / ".doctrees-gettext")
     lacking = {}
     for pot in sorted(templates.rglob("*.pot")):
         page = str(pot.relative_to(templates).with_suffix(""))

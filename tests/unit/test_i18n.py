@@ -126,3 +126,28 @@ def test_every_page_has_a_catalogue():
              if not any(part.startswith(("_", ".")) for part in p.relative_to(book).parts)}
     catalogued = {c.page for c in i18n.coverage()}
     assert pages <= catalogued, sorted(pages - catalogued)
+
+
+def test_figure_alt_texts_come_from_the_cells_metadata(tmp_path):
+    import json
+    notebook = tmp_path / "page.ipynb"
+    cells = [{"cell_type": "code", "metadata": {"mystnb": {"image": {"alt": "A rising curve."}}}},
+             {"cell_type": "code", "metadata": {"mystnb": {"image": {"alt": "A rising curve."}}}},
+             {"cell_type": "code", "metadata": {"tags": ["hide-input"]}},
+             {"cell_type": "markdown", "metadata": {}}]
+    notebook.write_text(json.dumps({"cells": cells}), encoding="utf-8")
+    assert i18n.figure_alt_texts(notebook) == ["A rising curve."]
+
+
+def test_every_notebook_figure_alt_text_is_in_its_catalogue():
+    book = i18n.ROOT / "book"
+    for notebook in book.rglob("*.ipynb"):
+        if ".ipynb_checkpoints" in notebook.parts:
+            continue
+        texts = i18n.figure_alt_texts(notebook)
+        if not texts:
+            continue
+        po = i18n.CATALOGUES / notebook.relative_to(i18n.ROOT).with_suffix(".po")
+        ids = {m.id for m in i18n.messages(i18n.read(po))}
+        missing = [t for t in texts if t not in ids]
+        assert missing == [], f"{notebook.name}: run python -m tools.i18n extract ({missing[:1]})"
