@@ -39,13 +39,16 @@ TEMPLATES = BUILD / "gettext"
 HTML_ZH = BUILD / "html" / "zh"
 MIN_TRANSLATED = 98.0
 
-# What a Chinese page says where the English one says something else in the theme.
+# What a Chinese page says where the English one says something else in the theme (the
+# theme's other strings: locales/zh_CN/LC_MESSAGES/sphinx.po and booktheme.po).
 ZH_OVERRIDES = {
     "language": LANGUAGE,
     "html_theme_options": {
         "search_bar_text": "搜索本书……",
         "extra_footer": "LLM Lab —— 每一页都可离线使用：MathJax 与小部件管理器均由本站提供。",
     },
+    "togglebutton_hint": "点击显示",
+    "togglebutton_hint_hide": "点击隐藏",
 }
 
 # One English term, its one Chinese form in this book, and renderings the book must not
@@ -199,7 +202,8 @@ def extract(pages: list[str] | None = None) -> None:
 # --- reading catalogues -------------------------------------------------------------------
 
 def catalogues() -> list[Path]:
-    return sorted(CATALOGUES.rglob("*.po"))
+    """The pages' catalogues (the interface's own, sphinx.po and booktheme.po, aside)."""
+    return sorted((CATALOGUES / "book").rglob("*.po"))
 
 
 def read(path: Path):

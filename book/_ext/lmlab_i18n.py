@@ -11,14 +11,18 @@ appear later, so they would stay in English:
   page's template, since the gettext builder never sees them.
 
 Both are looked up in the page's own catalogue; an English edition is left as it is.
+Interface strings: ``locales/<lang>/LC_MESSAGES/sphinx.po`` overrides Sphinx's and the
+theme's (locale_dirs are searched first), and ``booktheme.po`` is put in front of
+sphinx-book-theme's own catalogue, which it falls back to.
 """
 
 from __future__ import annotations
 
+import gettext
 from os import path
 
 from docutils import nodes
-from sphinx import addnodes
+from sphinx import addnodes, locale
 from sphinx.locale import init as init_locale
 from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
@@ -56,7 +60,40 @@ class TranslateFigureAltText(SphinxPostTransform):
             node["alt"] = catalog.gettext(node["alt"])
 
 
+class _PoCatalog(gettext.NullTranslations):
+    """A catalogue read straight from its .po file: at builder-inited Sphinx has compiled
+    only the "sphinx" domain's .mo files, the others come later in the build."""
+
+    def __init__(self, po_path: str):
+        from babel.messages.pofile import read_po
+
+        super().__init__()
+        with open(po_path, "rb") as f:
+            self._strings = {m.id: m.string for m in read_po(f) if m.id and m.string}
+
+    def gettext(self, message):
+        if message in self._strings:
+            return self._strings[message]
+        return self._fallback.gettext(message) if self._fallback else message
+
+
+def prefer_our_theme_catalog(app, catalog: str = "booktheme") -> None:
+    """Put this book's catalogue for the theme's strings in front of the theme's own."""
+    if not app.config.language or app.config.language == "en":
+        return
+    for directory in app.config.locale_dirs:
+        po = path.join(app.srcdir, directory, app.config.language, "LC_MESSAGES", f"{catalog}.po")
+        if path.exists(po):
+            ours = _PoCatalog(po)
+            theirs = locale.translators.get(("general", catalog))
+            if theirs is not None:
+                ours.add_fallback(theirs)
+            locale.translators["general", catalog] = ours
+            return
+
+
 def setup(app):
     app.add_transform(TranslateTocCaptions)
     app.add_post_transform(TranslateFigureAltText)
+    app.connect("builder-inited", prefer_our_theme_catalog)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -49,6 +49,9 @@ def test_the_chinese_pages_are_chinese():
     text = re.sub(r"<[^>]+>", " ", page.split('<article', 1)[1])
     chinese = len(re.findall(r"[\u4e00-\u9fff]", text))
     assert chinese > 1000, f"only {chinese} Chinese characters in the attention page"
+    furniture = ["Color mode", "System Settings", "Toggle primary sidebar", "Copyright",
+                 "Click to show", "Link to this heading", "列印"]
+    assert [w for w in furniture if w in page] == [], "interface strings left untranslated"
     captions = re.findall(r'caption-text">([^<]*)<', page)
     assert captions and all(re.search(r"[\u4e00-\u9fff]", c) for c in captions), captions
 
