@@ -286,3 +286,73 @@ def test_optimizer_explorer_frames_differ():
     assert box.frames == 2 and "lmlab-explorer" in box._dom_classes
     images = box.children[-1].children[0].children  # surface stack -> lr stack -> images
     assert images[0].value != images[1].value
+
+
+# --------------------------------------------------------------------------- defaults and checks
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_defaults_match_torch_optim(name):
+    """lr, eps and weight_decay default to torch.optim's values (lr 1e-3; AdamW wd 0.01)."""
+    ours = OURS[name]([torch.zeros(2, requires_grad=True)]).defaults
+    theirs = TORCH[name]([torch.zeros(2, requires_grad=True)]).defaults
+    for key in ("lr", "momentum", "weight_decay", "eps", "betas"):
+        if key in ours:
+            assert ours[key] == theirs[key], key
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,match",
+    [
+        ("sgd", dict(lr=-0.1), r"lr must be >= 0"),
+        ("sgd", dict(lr=0.1, momentum=1.0), r"momentum must be in \[0\.0, 1\.0\)"),
+        ("sgd", dict(lr=0.1, momentum=1.5), r"momentum must be in \[0\.0, 1\.0\)"),
+        ("sgd", dict(lr=0.1, weight_decay=-1.0), r"weight_decay must be >= 0"),
+        ("adam", dict(betas=(0.9, 1.0)), r"betas\[1\] must be in \[0\.0, 1\.0\)"),
+        ("adam", dict(betas=(0.9, 1.5)), r"betas\[1\] must be in \[0\.0, 1\.0\)"),
+        ("adam", dict(weight_decay=-0.1), r"weight_decay must be >= 0"),
+    ],
+    ids=["sgd_lr", "sgd_momentum_1", "sgd_momentum_1_5", "sgd_wd", "adam_beta2_1", "adam_beta2_1_5",
+         "adam_wd"],
+)
+def test_bad_hyperparameters_name_the_argument_and_its_range(name, kwargs, match):
+    """ValueError names the argument and the range it must lie in ([low, high) or >= low)."""
+    with pytest.raises(ValueError, match=match):
+        OURS[name]([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_weight_decay_of_exactly_one_matches_torch(name):
+    """weight_decay=1.0 is applied like any other value (L2 in Adam, decoupled in AdamW)."""
+    a = _trajectory(lambda p: OURS[name](p, lr=0.01, weight_decay=1.0), seed=2, steps=10)
+    b = _trajectory(lambda p: TORCH[name](p, lr=0.01, weight_decay=1.0, foreach=False), seed=2, steps=10)
+    _assert_same(a, b)
+
+
+def test_adamw_passes_eps_on():
+    """AdamW(eps=...) uses that eps: a large eps slows the early steps exactly as in torch."""
+    a = _trajectory(lambda p: optim.AdamW(p, lr=0.05, eps=0.1), seed=4, steps=10)
+    b = _trajectory(lambda p: torch.optim.AdamW(p, lr=0.05, eps=0.1, foreach=False), seed=4, steps=10)
+    _assert_same(a, b)
+
+
+def test_clip_eps_is_added_to_the_norm():
+    """The scale is max_norm / (norm + eps), in clip_gradients and clip_grad_norm_ alike."""
+    grads = [torch.tensor([3.0, 4.0], dtype=torch.float64)]
+    clipped, norm = optim.clip_gradients(grads, 1.0, eps=1.0)
+    assert norm.item() == 5.0
+    torch.testing.assert_close(clipped[0], grads[0] / 6.0, rtol=1e-15, atol=0)
+    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    p.grad = grads[0].clone()
+    optim.clip_grad_norm_([p], 1.0, eps=1.0)
+    torch.testing.assert_close(p.grad, grads[0] / 6.0, rtol=1e-15, atol=0)
+
+
+def test_cosine_schedule_edge_configurations():
+    """warmup == total (no decay phase) and total == 0 are valid; a negative warmup raises."""
+    lrs = [optim.cosine_schedule(s, warmup=4, total=4, lr_max=1.0, lr_min=0.1) for s in range(6)]
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4:] == [0.1, 0.1]  # step >= total: lr_min
+    assert optim.cosine_schedule(0, warmup=0, total=0, lr_max=1.0, lr_min=0.1) == 0.1
+    with pytest.raises(ValueError, match="warmup"):
+        optim.cosine_schedule(0, warmup=-1, total=10, lr_max=1.0)

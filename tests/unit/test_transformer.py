@@ -428,3 +428,407 @@ def test_model_calculator_explorer_frames_differ():
     assert a != b
     with pytest.raises(ValueError, match="not divisible by heads"):
         model_calculator_explorer(width=(10,), heads=(3,))
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(dropout=1.0), "dropout"),
+        (dict(dropout=1.5), "dropout"),
+        (dict(n_kv_head=0), "n_kv_head"),
+        (dict(ffn_hidden=0), "ffn_hidden"),
+        (dict(n_layer=True), "n_layer"),
+        (dict(n_embd=8.0), "n_embd"),
+        (dict(mlp="swiglu", n_expert=-1, n_expert_per_token=1), r"GPTConfig\.n_expert\b"),
+        (dict(mlp="swiglu", n_expert=2.5, n_expert_per_token=1), r"GPTConfig\.n_expert\b"),
+        (dict(mlp="swiglu", n_expert=True, n_expert_per_token=1), r"GPTConfig\.n_expert\b"),
+    ],
+    ids=["dropout_1", "dropout_1_5", "n_kv_head_0", "ffn_hidden_0", "n_layer_bool", "n_embd_float",
+         "n_expert_negative", "n_expert_float", "n_expert_bool"],
+)
+def test_config_rejects_out_of_range_fields_and_names_them(overrides, match):
+    """Each bad field raises ValueError naming that field (dropout must be < 1, ints must be ints)."""
+    with pytest.raises(ValueError, match=match):
+        tiny(**overrides)
+
+
+def test_config_accepts_the_edges_of_the_valid_ranges():
+    """dropout just below 1 and one expert per token are valid."""
+    assert tiny(dropout=0.99).dropout == 0.99
+    config = tiny(mlp="swiglu", n_expert=4, n_expert_per_token=1)
+    assert config.n_expert_per_token == 1
+    GPT(config)
+
+
+# --------------------------------------------------------------------------- norms
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["readable", "fused"])
+def test_layer_norm_module_passes_eps_on(fused):
+    """LayerNorm(eps=...) uses that eps in both code paths (F.layer_norm as reference)."""
+    torch.manual_seed(0)
+    ln = LayerNorm(6, eps=0.1, fused=fused).double()
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(4, 6, dtype=torch.float64) * 0.3
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (6,), ln.weight, ln.bias, eps=0.1), rtol=0, atol=1e-12)
+
+
+def test_fused_layer_norm_without_bias_and_with_weights_in_another_dtype():
+    """Fused LayerNorm works without a bias and casts float32 weights to the input's dtype."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    ln = LayerNorm(5, bias=False, fused=True)
+    with torch.no_grad():
+        ln.weight.normal_()
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (5,), ln.weight.double(), None), rtol=0, atol=1e-12)
+    with_bias = LayerNorm(5, fused=True)  # float32 parameters, float64 input
+    with torch.no_grad():
+        with_bias.weight.normal_()
+        with_bias.bias.normal_()
+    out = with_bias(x)
+    assert out.dtype == torch.float64
+    reference = F.layer_norm(x, (5,), with_bias.weight.double(), with_bias.bias.double())
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+
+
+def test_rms_norm_default_eps_is_one_in_a_million():
+    """rms_norm and RMSNorm default to eps = 1e-6 (Llama's), visible on tiny inputs."""
+    from lmlab.transformer import RMSNorm, rms_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, dtype=torch.float64) * 1e-3  # mean(x^2) ~ 1e-6: eps matters
+    reference = F.rms_norm(x, (8,), eps=1e-6)
+    torch.testing.assert_close(rms_norm(x), reference, rtol=1e-12, atol=0)
+    torch.testing.assert_close(RMSNorm(8).double()(x), reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["readable", "fused"])
+def test_rms_norm_module_without_weight_and_keeps_the_input_dtype(fused):
+    """RMSNorm(weight=False) runs unscaled; float32 weights do not promote a bfloat16 input."""
+    from lmlab.transformer import RMSNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    torch.testing.assert_close(RMSNorm(8, weight=False, eps=1e-3, fused=fused)(x),
+                               F.rms_norm(x, (8,), None, 1e-3), rtol=0, atol=1e-12)
+    norm = RMSNorm(8, fused=fused)
+    with torch.no_grad():
+        norm.weight.normal_()
+    xb = torch.randn(3, 8).bfloat16()
+    out = norm(xb)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.rms_norm(xb, (8,), norm.weight.bfloat16(), 1e-6), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_gpt_norms_use_the_config_norm_eps(norm):
+    """Every norm of a GPT uses config.norm_eps (checked against F.layer_norm / F.rms_norm)."""
+    from lmlab.transformer import RMSNorm
+
+    torch.manual_seed(0)
+    model = GPT(tiny(norm=norm, norm_eps=0.25)).double()
+    x = torch.randn(2, 8, dtype=torch.float64) * 0.5
+    norms = [m for m in model.modules() if isinstance(m, (LayerNorm, RMSNorm))]
+    assert len(norms) == 2 * 2 + 1
+    for m in norms:
+        if norm == "layernorm":
+            reference = F.layer_norm(x, (8,), m.weight, m.bias, eps=0.25)
+        else:
+            reference = F.rms_norm(x, (8,), m.weight, eps=0.25)
+        torch.testing.assert_close(m(x), reference, rtol=0, atol=1e-12)
+
+
+def _count_calls(monkeypatch, name):
+    calls = []
+    original = getattr(F, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("fused", [False, True], ids=["readable", "fused"])
+def test_fused_flag_decides_which_kernels_run(monkeypatch, norm, fused):
+    """config.fused reaches every norm and attention layer; the default runs none of torch's fused kernels."""
+    from lmlab.transformer import RMSNorm
+
+    kernel = "layer_norm" if norm == "layernorm" else "rms_norm"
+    norm_calls = _count_calls(monkeypatch, kernel)
+    attention_calls = _count_calls(monkeypatch, "scaled_dot_product_attention")
+    model = GPT(tiny(norm=norm, fused=fused)).eval()
+    model(torch.randint(0, 23, (2, 5)))
+    assert len(norm_calls) == (2 * 2 + 1 if fused else 0)
+    assert len(attention_calls) == (2 if fused else 0)
+    norm_calls.clear()
+    x = torch.randn(2, 8)
+    (LayerNorm(8) if norm == "layernorm" else RMSNorm(8))(x)  # the modules default to readable
+    assert norm_calls == []
+
+
+# --------------------------------------------------------------------------- feed-forward wiring
+
+
+def test_feed_forward_hidden_width_and_tanh_gelu():
+    """FeedForward(hidden=...) sets the width; approximate='tanh' is torch's tanh GELU."""
+    torch.manual_seed(0)
+    ff = FeedForward(6, hidden=10, approximate="tanh").double()
+    assert ff.c_fc.out_features == 10 and ff.c_proj.in_features == 10
+    peer = nn.Sequential(ff.c_fc, nn.GELU(approximate="tanh"), ff.c_proj)
+    x = torch.randn(3, 6, dtype=torch.float64) * 3
+    torch.testing.assert_close(ff(x), peer(x), rtol=0, atol=1e-12)
+    assert not torch.allclose(ff(x), nn.Sequential(ff.c_fc, nn.GELU(), ff.c_proj)(x), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "gelu_tanh", "swiglu"])
+def test_gpt_feed_forward_follows_the_config(mlp):
+    """A GPT's feed-forward takes ffn_hidden, bias, dropout and (gelu_tanh) the tanh GELU from the config."""
+    torch.manual_seed(0)
+    model = GPT(tiny(mlp=mlp, ffn_hidden=12, bias=True, dropout=0.3)).double()
+    ff = model.transformer.h[0].mlp
+    assert ff.dropout.p == 0.3
+    if mlp == "swiglu":
+        assert ff.w1.out_features == ff.w3.out_features == ff.w2.in_features == 12
+        assert all(layer.bias is not None for layer in (ff.w1, ff.w2, ff.w3))
+        return
+    assert ff.c_fc.out_features == 12 and ff.c_fc.bias is not None
+    ff.eval()
+    x = torch.randn(2, 3, 8, dtype=torch.float64) * 20
+    gelu = nn.GELU(approximate="tanh" if mlp == "gelu_tanh" else "none")
+    torch.testing.assert_close(ff(x), ff.c_proj(gelu(ff.c_fc(x))), rtol=0, atol=1e-12)
+
+
+def test_llama_hidden_size_rounds_up_to_the_multiple():
+    """hidden = int(8/3 · dim) rounded *up* to multiple_of (1: no rounding)."""
+    from lmlab.transformer import llama_hidden_size
+
+    assert llama_hidden_size(12, multiple_of=1) == 32
+    assert llama_hidden_size(2, multiple_of=2) == 6  # int(16/3) = 5 -> 6
+    assert llama_hidden_size(3, multiple_of=7) == 14  # 8 -> 14
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def test_sinusoidal_positions_bounds_and_far_positions():
+    """T = 0 gives an empty table, T < 0 or d < 1 raise; far positions stay float64-accurate."""
+    assert sinusoidal_positions(0, 4).shape == (0, 4)
+    with pytest.raises(ValueError, match="T"):
+        sinusoidal_positions(-1, 4)
+    with pytest.raises(ValueError, match="d"):
+        sinusoidal_positions(5, 0)
+    T, d = 4096, 8
+    pe = sinusoidal_positions(T, d)
+    p = torch.arange(T, dtype=torch.float64)[:, None]
+    angle = p / 10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    reference = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(T, d)
+    torch.testing.assert_close(pe.double(), reference, rtol=0, atol=1e-6)
+
+
+def test_sinusoidal_table_is_not_saved_in_the_state_dict():
+    """The sinusoidal table is a fixed buffer: not in state_dict, so checkpoints hold only weights."""
+    model = GPT(tiny(positions="sinusoidal"))
+    assert "pe" not in model.state_dict() and model.pe.shape == (16, 8)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("n_rep", [True, 2.0], ids=["bool", "float"])
+def test_repeat_kv_rejects_a_non_int_n_rep(n_rep):
+    """repeat_kv needs an int n_rep (not a bool, not a float)."""
+    from lmlab.transformer import repeat_kv
+
+    with pytest.raises(ValueError, match="n_rep"):
+        repeat_kv(torch.zeros(1, 2, 3, 4), n_rep)
+
+
+class RecordingCache:
+    """A cache that stores nothing and records the layer indices it is asked for."""
+
+    def __init__(self):
+        self.layers = []
+
+    def update(self, layer_index, k, v):
+        self.layers.append(layer_index)
+        return k, v
+
+
+def test_a_lone_attention_layer_or_block_writes_layer_zero_of_the_cache():
+    """layer_index defaults to 0 in CausalSelfAttention and Block."""
+    from lmlab.transformer import CausalSelfAttention
+
+    x = torch.randn(1, 3, 8)
+    cache = RecordingCache()
+    CausalSelfAttention(tiny())(x, kv_cache=cache)
+    Block(tiny())(x, kv_cache=cache)
+    assert cache.layers == [0, 0]
+
+
+@pytest.mark.parametrize("use_mask", [False, True], ids=["causal", "mask"])
+@pytest.mark.parametrize("fused", [False, True], ids=["readable", "fused"])
+def test_attention_dropout_acts_while_training_only(use_mask, fused):
+    """config.dropout drops attention weights in train mode; eval mode is the dropout-free layer."""
+    from lmlab.transformer import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(tiny(dropout=0.5, fused=fused))
+    attn.resid_dropout = nn.Identity()  # only the dropout on the attention weights is left
+    plain = CausalSelfAttention(tiny(dropout=0.0, fused=fused))
+    plain.load_state_dict(attn.state_dict())
+    x = torch.randn(2, 6, 8)
+    mask = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 1, 6, 6) if use_mask else None
+    attn.train()
+    torch.manual_seed(1)
+    a = attn(x, mask=mask)
+    torch.manual_seed(2)
+    b = attn(x, mask=mask)
+    assert not torch.allclose(a, b)
+    attn.eval()
+    torch.testing.assert_close(attn(x, mask=mask), plain(x, mask=mask), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4], ids=["T1", "T2", "T3", "T4"])
+def test_fused_grouped_query_attention_matches_the_readable_one(T):
+    """Fused GQA (4 query heads, 2 KV heads) equals the readable path for any sequence length."""
+    torch.manual_seed(0)
+    readable = GPT(tiny(n_embd=16, n_head=4, n_kv_head=2)).double().eval()
+    fused = GPT(tiny(n_embd=16, n_head=4, n_kv_head=2, fused=True)).double().eval()
+    fused.load_state_dict(readable.state_dict())
+    idx = torch.randint(0, 23, (2, T))
+    torch.testing.assert_close(fused(idx)[0], readable(idx)[0], rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- GPT forward
+
+
+def _forward_by_hand(model, idx):
+    """GPT.forward without cache or mask, written out: embeddings + positions, blocks, head."""
+    from lmlab.rope import rope_cos_sin
+
+    config = model.config
+    T = idx.shape[1]
+    x = model.transformer.wte(idx)
+    rope = None
+    if config.positions == "learned":
+        x = x + model.transformer.wpe.weight[:T]
+    elif config.positions == "sinusoidal":
+        x = x + sinusoidal_positions(config.block_size, config.n_embd).to(x.dtype)[:T]
+    else:
+        rope = rope_cos_sin(torch.arange(T), config.head_dim, config.rope_theta)
+    for i, block in enumerate(model.transformer.h):
+        x = block(x, layer_index=i, rope=rope)
+    return model.lm_head(model.transformer.ln_f(x))
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+def test_gpt_forward_matches_a_hand_written_forward(positions):
+    """Position embeddings are *added*; RoPE uses config.rope_theta (here not the default)."""
+    torch.manual_seed(0)
+    model = GPT(tiny(positions=positions, rope_theta=100.0)).double().eval()
+    with torch.no_grad():
+        if positions == "learned":
+            model.transformer.wpe.weight.normal_()  # large enough to matter
+    idx = torch.randint(0, 23, (2, 9))
+    torch.testing.assert_close(model(idx)[0], _forward_by_hand(model, idx), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["readable", "fused"])
+def test_rope_left_padding_matches_unpadded_runs(fused):
+    """With RoPE, a padded batch (B=3 rows, 2 heads) gives each row's unpadded logits."""
+    torch.manual_seed(0)
+    model = GPT(tiny(positions="rope", fused=fused)).eval()
+    seqs = [torch.randint(0, 23, (n,)) for n in (6, 3, 1)]
+    T = 6
+    idx = torch.full((3, T), 5, dtype=torch.long)
+    mask = torch.zeros(3, T, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        idx[b, T - len(s):] = s
+        mask[b, T - len(s):] = True
+    batched, _ = model(idx, attention_mask=mask)
+    for b, s in enumerate(seqs):
+        alone, _ = model(s[None])
+        torch.testing.assert_close(batched[b, T - len(s):], alone[0], rtol=0, atol=1e-5)
+
+
+def test_left_padding_does_not_count_towards_block_size():
+    """Positions count real tokens: a row of 16 tokens plus one pad fits block_size=16."""
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    seqs = [torch.randint(0, 23, (n,)) for n in (16, 4)]
+    T = 17
+    idx = torch.zeros(2, T, dtype=torch.long)
+    mask = torch.zeros(2, T, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        idx[b, T - len(s):] = s
+        mask[b, T - len(s):] = True
+    batched, _ = model(idx, attention_mask=mask)
+    for b, s in enumerate(seqs):
+        torch.testing.assert_close(batched[b, T - len(s):], model(s[None])[0][0], rtol=0, atol=1e-5)
+
+
+def test_idx_errors_say_what_they_got():
+    """A non-(B, T) idx error names the shape it got, or the type when it is no tensor."""
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match=r"\(4,\)"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="list"):
+        model([[1, 2]])
+
+
+def test_aux_loss_of_a_dense_model_is_a_clear_error():
+    """aux_loss() on a model without MoE layers raises ValueError, not AttributeError."""
+    model = GPT(tiny())
+    model(torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="aux_loss"):
+        model.aux_loss()
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+def test_initial_weights_follow_gpt2(mlp):
+    """Linear and embedding weights ~ N(0, 0.02); residual projections ~ N(0, 0.02/sqrt(2·n_layer))."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=64, block_size=64, n_layer=4, n_head=4, n_embd=64, mlp=mlp)
+    model = GPT(config)
+    residual = [p.detach().flatten() for n, p in model.named_parameters()
+                if n.endswith(("c_proj.weight", "w2.weight"))]
+    assert len(residual) == 2 * 4
+    residual = torch.cat(residual)
+    assert residual.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.03)
+    assert abs(residual.mean().item()) < 0.0005
+    others = torch.cat([model.transformer.wte.weight.detach().flatten(),
+                        model.transformer.wpe.weight.detach().flatten(),
+                        model.transformer.h[0].attn.c_attn.weight.detach().flatten()])
+    assert others.std().item() == pytest.approx(0.02, rel=0.03)
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def test_count_parameters_trainable_only():
+    """Frozen parameters count by default and are left out with trainable_only=True."""
+    model = GPT(tiny())
+    total = count_parameters(model)
+    model.transformer.wte.weight.requires_grad_(False)  # the first parameter (tied to the head)
+    model.transformer.ln_f.weight.requires_grad_(False)
+    assert count_parameters(model) == total
+    assert count_parameters(model, trainable_only=True) == total - 23 * 8 - 8
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_gpt_param_count_uses_every_size(tied):
+    """gpt_param_count passes vocab, block size, layers and width on; any width works (one head)."""
+    from lmlab.transformer import gpt_param_count
+
+    config = GPTConfig(vocab_size=30, block_size=20, n_layer=3, n_head=1, n_embd=7, tie_weights=tied)
+    with torch.device("meta"):
+        model = GPT(config)
+    assert gpt_param_count(30, 20, 3, 7, tied=tied) == param_count(config) == count_parameters(model)
