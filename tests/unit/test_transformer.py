@@ -64,7 +64,10 @@ def test_layer_norm_matches_torch(shape, C, scale, seed):
             p.copy_(torch.randn(C, generator=g))
         peer.weight.copy_(ours.weight)
         peer.bias.copy_(ours.bias)
-    torch.testing.assert_close(ours(x), peer(x), rtol=1e-6, atol=1e-6)
+    # float32: two rows of C=2 close values make x - mean a cancellation, where the two
+    # summation orders differ by tens of ulps (1.9e-6 found by hypothesis); the float64
+    # check below is the one that pins the formula
+    torch.testing.assert_close(ours(x), peer(x), rtol=1e-5, atol=1e-5)
     x64 = x.double() + 3.0  # an offset much larger than the spread: cancellation in float32
     torch.testing.assert_close(ours.double()(x64), peer.double()(x64), rtol=0, atol=1e-12)
 
