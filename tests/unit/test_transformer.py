@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from lmlab.generate import left_pad
 from lmlab.transformer import (
     GPT,
     GPT2_CONFIGS,
@@ -750,12 +751,8 @@ def test_rope_left_padding_matches_unpadded_runs(fused):
     torch.manual_seed(0)
     model = GPT(tiny(positions="rope", fused=fused)).eval()
     seqs = [torch.randint(0, 23, (n,)) for n in (6, 3, 1)]
-    T = 6
-    idx = torch.full((3, T), 5, dtype=torch.long)
-    mask = torch.zeros(3, T, dtype=torch.bool)
-    for b, s in enumerate(seqs):
-        idx[b, T - len(s):] = s
-        mask[b, T - len(s):] = True
+    idx, mask = left_pad([s.tolist() for s in seqs], pad_id=5)
+    T = idx.shape[1]
     batched, _ = model(idx, attention_mask=mask)
     for b, s in enumerate(seqs):
         alone, _ = model(s[None])
@@ -767,12 +764,9 @@ def test_left_padding_does_not_count_towards_block_size():
     torch.manual_seed(0)
     model = GPT(tiny()).eval()
     seqs = [torch.randint(0, 23, (n,)) for n in (16, 4)]
-    T = 17
-    idx = torch.zeros(2, T, dtype=torch.long)
-    mask = torch.zeros(2, T, dtype=torch.bool)
-    for b, s in enumerate(seqs):
-        idx[b, T - len(s):] = s
-        mask[b, T - len(s):] = True
+    idx, mask = left_pad([s.tolist() for s in seqs])
+    idx, mask = F.pad(idx, (1, 0)), F.pad(mask, (1, 0))  # one more pad column: T = 17
+    T = idx.shape[1]
     batched, _ = model(idx, attention_mask=mask)
     for b, s in enumerate(seqs):
         torch.testing.assert_close(batched[b, T - len(s):], model(s[None])[0][0], rtol=0, atol=1e-5)
